@@ -1,0 +1,260 @@
+"""Elastic layers: compute with a slice of a shared weight at a chosen bit-width.
+
+Each layer keeps the parameter names of the PyTorch module it replaces (``weight``,
+``bias``, BatchNorm's ``running_mean``...), so a stock checkpoint loads into it, and
+adds only what the all-in-one model needs (per-bit-width step sizes, per-subnet
+BatchNorm statistics). A parent sets the active configuration top-down with
+``set_active``; layers never parse subnet names or look up at the model.
+"""
+
+import itertools
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from espnet.nets.pytorch_backend.transformer.repeat import MultiSequential
+
+from espnet_allinone.quant import fake_quantize, init_step
+from espnet_allinone.subnet import FULL_PRECISION
+
+WIDTH_AXES = (None, "out", "in")
+
+
+class ElasticWeight:
+    """Mixin for Linear/Conv layers: slice ``weight`` along one axis, then fake-quantize.
+
+    Attributes:
+        width_axis: ``"out"`` slices output rows (an FFN's first layer), ``"in"``
+            slices input columns (an FFN's second layer), None never slices.
+        weight_step: ParameterDict ``{"4bit": (out, 1, ...)}``, one learnable LSQ
+            step per output channel and bit-width, shared by every width.
+    """
+
+    def _init_elastic(self, bits: Iterable[int], width_axis: Optional[str] = None):
+        if width_axis not in WIDTH_AXES:
+            raise ValueError(f"width_axis must be one of {WIDTH_AXES}: {width_axis}")
+        self.width_axis = width_axis
+        self.active_width: Optional[int] = None
+        self.active_bits = FULL_PRECISION
+        shape = (self.weight.size(0),) + (1,) * (self.weight.dim() - 1)
+        # Zero = "not initialised yet": set from the weight statistics at first use,
+        # i.e. after any checkpoint or ESPnet `--init` has set the weights.
+        self.weight_step = torch.nn.ParameterDict(
+            {
+                f"{b}bit": torch.nn.Parameter(
+                    torch.zeros(shape, device=self.weight.device, dtype=self.weight.dtype)
+                )
+                for b in sorted(set(bits))
+                if b != FULL_PRECISION
+            }
+        )
+        self._steps_ready = set()
+
+    @property
+    def full_width(self) -> int:
+        return self.weight.size(0 if self.width_axis == "out" else 1)
+
+    def set_active(self, width: Optional[int] = None, bits: int = FULL_PRECISION):
+        """Use the first ``width`` units along ``width_axis`` (None = all) at ``bits``."""
+        if width is not None:
+            if self.width_axis is None:
+                raise ValueError(f"{type(self).__name__} has no width axis to slice")
+            if not 0 < width <= self.full_width:
+                raise ValueError(f"width {width} outside 1..{self.full_width}")
+            if width == self.full_width:
+                width = None
+        if bits != FULL_PRECISION and f"{bits}bit" not in self.weight_step:
+            raise ValueError(
+                f"no step size for {bits} bits; this layer has {list(self.weight_step)}"
+            )
+        self.active_width = width
+        self.active_bits = bits
+
+    def sliced(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The float weight and bias of the active width (views, no copy)."""
+        w, b, n = self.weight, self.bias, self.active_width
+        if n is not None:
+            if self.width_axis == "out":
+                w = w[:n]
+                b = None if b is None else b[:n]
+            else:
+                w = w[:, :n]
+        return w, b
+
+    def step(self, bits: int) -> torch.Tensor:
+        """Step sizes for ``bits`` (all output channels), initialised on first use."""
+        key = f"{bits}bit"
+        step = self.weight_step[key]
+        if key not in self._steps_ready:
+            with torch.no_grad():
+                if bool((step <= 0).any()):
+                    step.copy_(init_step(self.weight, bits))
+            self._steps_ready.add(key)
+        return step
+
+    def active_step(self) -> Optional[torch.Tensor]:
+        if self.active_bits == FULL_PRECISION:
+            return None
+        step = self.step(self.active_bits)
+        if self.width_axis == "out" and self.active_width is not None:
+            step = step[: self.active_width]
+        return step
+
+    def active_weight(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Weight (sliced, fake-quantized) and bias the layer computes with."""
+        w, b = self.sliced()
+        if self.active_bits != FULL_PRECISION:
+            w = fake_quantize(w, self.active_step(), self.active_bits)
+        return w, b
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._steps_ready = set()  # re-check loaded steps at next use
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, width_axis={self.width_axis}, "
+            f"bits={list(self.weight_step) or ['32bit']}"
+        )
+
+
+class ElasticLinear(ElasticWeight, torch.nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, *self.active_weight())
+
+
+class ElasticConv1d(ElasticWeight, torch.nn.Conv1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, *self.active_weight())
+
+
+class ElasticConv2d(ElasticWeight, torch.nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, *self.active_weight())
+
+
+def _conv_kwargs(m: torch.nn.modules.conv._ConvNd) -> Dict:
+    return dict(
+        in_channels=m.in_channels,
+        out_channels=m.out_channels,
+        kernel_size=m.kernel_size,
+        stride=m.stride,
+        padding=m.padding,
+        dilation=m.dilation,
+        groups=m.groups,
+        bias=m.bias is not None,
+        padding_mode=m.padding_mode,
+    )
+
+
+_ELASTIC_TWINS = {
+    torch.nn.Linear: (
+        ElasticLinear,
+        lambda m: dict(in_features=m.in_features, out_features=m.out_features, bias=m.bias is not None),
+    ),
+    torch.nn.Conv1d: (ElasticConv1d, _conv_kwargs),
+    torch.nn.Conv2d: (ElasticConv2d, _conv_kwargs),
+}
+
+
+def to_elastic(module: torch.nn.Module, bits: Sequence[int]) -> ElasticWeight:
+    """An elastic twin of a Linear/Conv1d/Conv2d sharing its Parameter objects."""
+    cls, kwargs = _ELASTIC_TWINS[type(module)]
+    new = cls(**kwargs(module), device="meta")
+    new.weight = module.weight
+    new.bias = module.bias
+    new.train(module.training)
+    new._init_elastic(bits)
+    return new
+
+
+def make_elastic(root: torch.nn.Module, bits: Sequence[int]) -> torch.nn.Module:
+    """Replace, in place, every Linear/Conv1d/Conv2d below ``root`` by its elastic twin.
+
+    State-dict keys of the replaced weights and biases are unchanged.
+    """
+    for name, child in list(root.named_children()):
+        if type(child) in _ELASTIC_TWINS:
+            setattr(root, name, to_elastic(child, bits))
+        else:
+            make_elastic(child, bits)
+    return root
+
+
+class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
+    """BatchNorm1d with shared affine parameters and private running statistics per subnet.
+
+    The stock buffers (``running_mean``, ``running_var``, ``num_batches_tracked``)
+    hold the statistics of ``names[0]`` (the largest subnet, so stock checkpoints map
+    onto it); every other subnet ``n`` has ``running_mean_<n>`` etc. Training or
+    evaluating one subnet never touches another subnet's statistics.
+    """
+
+    _STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+    @classmethod
+    def from_batchnorm(cls, bn: torch.nn.BatchNorm1d, names: Sequence[str]):
+        if not (bn.track_running_stats and bn.affine):
+            raise ValueError("SubnetBatchNorm1d needs affine=True, track_running_stats=True")
+        new = cls(bn.num_features, bn.eps, bn.momentum, device="meta")
+        new.weight, new.bias = bn.weight, bn.bias
+        for stat in cls._STATS:
+            setattr(new, stat, getattr(bn, stat))
+            for n in names[1:]:
+                new.register_buffer(f"{stat}_{n}", getattr(bn, stat).detach().clone())
+        new.subnet_names = tuple(names)
+        new.active_name = names[0]
+        new.train(bn.training)
+        return new
+
+    def set_active(self, name: str):
+        if name not in self.subnet_names:
+            raise ValueError(f"no BatchNorm statistics for subnet {name}")
+        self.active_name = name
+
+    def _stat(self, stat: str) -> torch.Tensor:
+        if self.active_name == self.subnet_names[0]:
+            return getattr(self, stat)
+        return getattr(self, f"{stat}_{self.active_name}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) -> (B, C, T), normalised with the active subnet's statistics."""
+        self._check_input_dim(x)
+        mean, var, count = (self._stat(s) for s in self._STATS)
+        momentum = self.momentum
+        if self.training:
+            count.add_(1)
+            if momentum is None:
+                momentum = 1.0 / float(count)
+        return F.batch_norm(
+            x, mean, var, self.weight, self.bias, self.training, momentum or 0.0, self.eps
+        )
+
+
+class ElasticSequential(MultiSequential):
+    """ESPnet's MultiSequential that runs and iterates over only its first ``active_depth``
+    modules (all when None); every module stays registered, so the state dict is stock.
+    Iteration is what ESPnet encoders loop over, so their forward needs no change."""
+
+    active_depth: Optional[int] = None
+
+    @classmethod
+    def from_multisequential(cls, seq: MultiSequential) -> "ElasticSequential":
+        new = cls(*seq._modules.values(), layer_drop_rate=seq.layer_drop_rate)
+        new.train(seq.training)
+        return new
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._modules)
+
+    def set_depth(self, depth: Optional[int]):
+        if depth is not None and not 0 < depth <= self.num_layers:
+            raise ValueError(f"depth {depth} outside 1..{self.num_layers}")
+        self.active_depth = None if depth == self.num_layers else depth
+
+    def __len__(self) -> int:
+        return self.num_layers if self.active_depth is None else self.active_depth
+
+    def __iter__(self):
+        return itertools.islice(iter(self._modules.values()), len(self))

@@ -1,0 +1,1 @@
+"""All-in-one ESPnet encoders."""

@@ -1,0 +1,80 @@
+"""All-in-one Conformer encoder: elastic depth x FFN width x weight precision."""
+
+from typing import Any, Iterable, List, Optional
+
+import torch
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from typeguard import typechecked
+
+from espnet_allinone.elastic import (
+    ElasticSequential,
+    SubnetBatchNorm1d,
+    make_elastic,
+)
+from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
+from espnet_allinone.subnet import SubnetSpace, SubnetSpec
+
+
+class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
+    """ESPnet's ConformerEncoder containing nested subnets ``DEPTH-WIDTH-BITSbit``.
+
+    A subnet runs the first ``DEPTH`` blocks (then ``after_norm``), uses the first
+    ``WIDTH`` intermediate units of every FFN (both macaron halves) by slicing the
+    shared weights, and fake-quantizes every Linear/Conv weight of the encoder,
+    subsampling included, to ``BITS`` with a learnable step per bit-width. The
+    convolution modules' BatchNorm keeps private running statistics per subnet.
+    Parameter names are stock ``ConformerEncoder``'s, so a stock checkpoint
+    initialises this encoder, and at the largest 32-bit subnet both compute the same.
+
+    Args:
+        input_size: Input dimension.
+        subnets: Explicit subnet names, e.g. ``["12-2048-8bit", "8-1024-4bit"]``.
+        subnet_depths, subnet_widths, subnet_bits: Or the grid of the space
+            (missing axes default to num_blocks, linear_units and 32 bits).
+        **conformer_conf: Every ``ConformerEncoder`` argument (num_blocks,
+            linear_units, macaron_style, ...), unchanged.
+
+    Forward: (B, T, input_size), (B,) -> (B, T', output_size), (B,), None, exactly
+    as ``ConformerEncoder``, for the subnet chosen with :meth:`set_subnet`.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        input_size: int,
+        subnets: Optional[List[str]] = None,
+        subnet_depths: Optional[List[int]] = None,
+        subnet_widths: Optional[List[int]] = None,
+        subnet_bits: Optional[List[int]] = None,
+        **conformer_conf: Any,
+    ):
+        super().__init__(input_size, **conformer_conf)
+        blocks = list(self.encoders._modules.values())
+        self.subnet_space = SubnetSpace(
+            subnets,
+            subnet_depths,
+            subnet_widths,
+            subnet_bits,
+            num_blocks=len(blocks),
+            linear_units=blocks[0].feed_forward.w_1.weight.size(0),
+        )
+        bits = sorted({s.bits for s in self.subnet_space})
+        make_elastic(self.embed, bits)
+        make_elastic(self.encoders, bits)
+        self.encoders = ElasticSequential.from_multisequential(self.encoders)
+        self.elastic_layers = self.encoders
+        for block in self.encoders._modules.values():
+            for ffn in (block.feed_forward, block.feed_forward_macaron):
+                if ffn is not None:
+                    ffn.w_1.width_axis, ffn.w_2.width_axis = "out", "in"
+            if block.conv_module is not None:
+                block.conv_module.norm = SubnetBatchNorm1d.from_batchnorm(
+                    block.conv_module.norm, self.subnet_space.names
+                )
+        self.set_subnet(None)
+
+    def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
+        yield self.embed
+        yield from list(self.encoders._modules.values())[: spec.depth]
+        if self.normalize_before:
+            yield self.after_norm

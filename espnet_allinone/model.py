@@ -1,0 +1,251 @@
+"""AllInOneASRModel: one ESPnet ASR model trained for every subnet of its encoder.
+
+Training criterion (paper Eq. 2-4)::
+
+    L = L_max + sum_{i in M} ( lambda1_i * L_i + lambda2_i * KL(SG(p_max) || p_i) )
+
+where ``L_*`` is ESPnet's own hybrid CTC/attention loss of a subnet, ``M`` the sampled
+smaller subnets, and the KL term is taken on both the CTC and the decoder posteriors,
+interpolated with ``ctc_weight`` like the losses. Frontend, SpecAugment and
+normalisation run once per batch; only encoder, CTC and the shared (uncompressed)
+decoder run once per subnet.
+"""
+
+import contextlib
+import random
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from typeguard import typechecked
+
+from espnet_allinone.subnet import SubnetSpec
+
+ATTRIBUTES = ("depth", "width", "bits")
+
+# (lambda1, lambda2) per compressed attribute, from the paper's footnotes.
+LAMBDA_PRESETS: Dict[str, Tuple[Dict[str, float], Dict[str, float]]] = {
+    # Footnote 4 (Conformer): 0.8 / 0.2 for depth, 1 / 1 for the other attributes.
+    "conformer": ({"depth": 0.8, "width": 1.0, "bits": 1.0}, {"depth": 0.2, "width": 1.0, "bits": 1.0}),
+    # Footnote 5 (wav2vec2.0): lambda1 = 1; lambda2 = 0.005 for depth, 0.1 otherwise.
+    "ssl": ({"depth": 1.0, "width": 1.0, "bits": 1.0}, {"depth": 0.005, "width": 0.1, "bits": 0.1}),
+    "uniform": ({a: 1.0 for a in ATTRIBUTES}, {a: 1.0 for a in ATTRIBUTES}),
+}
+
+# Per-subnet statistics copied from ESPnet's stats into "<key>_<subnet>".
+SUBNET_STATS = ("loss", "acc", "cer", "cer_ctc", "kl")
+
+
+@contextlib.contextmanager
+def _outputs_of(module: Optional[torch.nn.Module]) -> Iterator[List]:
+    """Collect what ``module`` returns while the block runs (a forward hook)."""
+    outputs: List = []
+    if module is None:
+        yield outputs
+        return
+    handle = module.register_forward_hook(lambda m, i, o: outputs.append(o))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def _kl(ref_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over valid positions of KL(softmax(ref) || softmax(logits)).
+
+    Args:
+        ref_logits, logits: (B, L, V); ref_logits is already detached.
+        mask: (B, L) True where a position counts.
+    """
+    kl = F.kl_div(
+        F.log_softmax(logits.float(), dim=-1),
+        F.log_softmax(ref_logits.float(), dim=-1),
+        reduction="none",
+        log_target=True,
+    ).sum(-1)
+    return kl.masked_fill(~mask, 0.0).sum()
+
+
+class AllInOneASRModel(ESPnetASRModel):
+    """ESPnetASRModel over an all-in-one encoder (e.g. ``allinone_conformer``).
+
+    Args (in addition to every ESPnetASRModel argument, unchanged):
+        subnet_sampling: ``sandwich`` (largest + smallest + ``num_random_subnets``
+            others per step, the paper's Table 2 setting) or ``all``.
+        num_random_subnets: k of the sandwich rule (paper: 1).
+        use_kl: add the KL regularisation (paper's "+KL" / systems K).
+        lambda_preset: ``conformer`` (footnote 4), ``ssl`` (footnote 5) or ``uniform``.
+        lambda1, lambda2: per-attribute overrides, e.g. ``{depth: 0.8}``. A subnet
+            that compresses several attributes takes the smallest of their lambdas.
+
+    In training, the sampled subnets are forwarded; in evaluation (ESPnet's
+    validation) every subnet of the space is. Stats: ESPnet's usual keys are the
+    largest subnet's, ``loss`` is the total criterion, and ``loss_<subnet>``,
+    ``acc_<subnet>``, ``cer_<subnet>``, ``cer_ctc_<subnet>``, ``kl_<subnet>`` are
+    reported for every subnet (NaN in steps that did not sample it).
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        *args,
+        subnet_sampling: str = "sandwich",
+        num_random_subnets: int = 1,
+        use_kl: bool = True,
+        lambda_preset: str = "conformer",
+        lambda1: Optional[Dict[str, float]] = None,
+        lambda2: Optional[Dict[str, float]] = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        if not hasattr(self.encoder, "subnet_space"):
+            raise ValueError(
+                f"model 'allinone' needs an all-in-one encoder (e.g. "
+                f"'allinone_conformer'), got {type(self.encoder).__name__}"
+            )
+        if self.use_transducer_decoder or self.use_linear_decoder:
+            raise NotImplementedError("allinone supports CTC/attention models only")
+        if subnet_sampling not in ("sandwich", "all"):
+            raise ValueError(f"subnet_sampling must be sandwich|all: {subnet_sampling}")
+        if num_random_subnets < 0:
+            raise ValueError("num_random_subnets must be >= 0")
+        if lambda_preset not in LAMBDA_PRESETS:
+            raise ValueError(f"lambda_preset must be one of {list(LAMBDA_PRESETS)}")
+        lam1, lam2 = (dict(d) for d in LAMBDA_PRESETS[lambda_preset])
+        for given, into in ((lambda1, lam1), (lambda2, lam2)):
+            unknown = set(given or {}) - set(ATTRIBUTES)
+            if unknown:
+                raise ValueError(f"unknown lambda attributes {unknown}; use {ATTRIBUTES}")
+            into.update(given or {})
+        self.subnet_sampling = subnet_sampling
+        self.num_random_subnets = num_random_subnets
+        self.use_kl = use_kl
+        self.lambdas: Dict[SubnetSpec, Tuple[float, float]] = {}
+        space = self.encoder.subnet_space
+        for spec in space:
+            attrs = list(space.attributes_compressed(spec))
+            self.lambdas[spec] = (
+                min((lam1[a] for a in attrs), default=1.0),
+                min((lam2[a] for a in attrs), default=0.0) if use_kl else 0.0,
+            )
+
+    def subnets_for_step(self) -> List[SubnetSpec]:
+        """The subnets one forward computes, the largest first."""
+        space = self.encoder.subnet_space
+        if not self.training:
+            return list(space)
+        return space.sample(self.subnet_sampling, self.num_random_subnets, random)
+
+    @contextlib.contextmanager
+    def _without(self, *names: str):
+        """Temporarily remove submodules so that ESPnet's own ``encode``/``forward``
+        skip them (they treat a None module as absent)."""
+        saved = {n: getattr(self, n) for n in names}
+        try:
+            for n in names:
+                setattr(self, n, None)
+            yield
+        finally:
+            for n, m in saved.items():
+                setattr(self, n, m)
+
+    def encoder_input(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frontend + SpecAugment (training) + normalisation + preencoder, once.
+
+        (B, L, ...) -> feats (B, T, D), lengths (B,)
+        """
+        with self._without("encoder", "postencoder"):
+            return ESPnetASRModel.encode(self, speech, speech_lengths)
+
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """Eq. 4 over the subnets of this step; same contract as ESPnetASRModel."""
+        batch_size = speech.shape[0]
+        feats, feats_lengths = self.encoder_input(speech, speech_lengths)
+        subnets = self.subnets_for_step()
+        space = self.encoder.subnet_space
+        stats: Dict[str, Optional[torch.Tensor]] = {
+            f"{k}_{s}": None for s in space for k in SUBNET_STATS
+        }
+        total, ref = None, None
+        with self.encoder.using_subnet(None):
+            for spec in subnets:
+                self.encoder.set_subnet(spec)
+                loss, sub_stats, outs = self._subnet_forward(
+                    feats, feats_lengths, text, text_lengths, **kwargs
+                )
+                for k in SUBNET_STATS:
+                    stats[f"{k}_{spec}"] = sub_stats.get(k)
+                if spec == space.largest:
+                    stats.update({k: v for k, v in sub_stats.items() if k != "loss"})
+                    total = loss
+                    ref = {k: v.detach() for k, v in outs.items() if k != "lens"}
+                    ref["lens"] = outs["lens"]
+                    continue
+                lam1, lam2 = self.lambdas[spec]
+                total = total + lam1 * loss
+                if self.use_kl:
+                    kl = self._kl_regulariser(ref, outs, text_lengths)
+                    stats[f"kl_{spec}"] = kl.detach()
+                    total = total + lam2 * kl
+        stats["acc_mean"] = self._mean_of(stats, "acc", subnets)
+        stats["loss"] = total.detach()
+        return force_gatherable((total, stats, batch_size), total.device)
+
+    def _subnet_forward(self, feats, feats_lengths, text, text_lengths, **kwargs):
+        """ESPnet's own forward for the active subnet, on precomputed features.
+
+        Returns the loss, ESPnet's stats, and the outputs the KL needs: encoder
+        output lengths (B,), CTC logits (B, T, V) and decoder logits (B, L, V).
+        """
+        with self._without("frontend", "specaug", "normalize", "preencoder"), \
+                _outputs_of(self.encoder) as enc, \
+                _outputs_of(self.ctc.ctc_lo if self.ctc is not None else None) as ctc, \
+                _outputs_of(self.decoder) as dec:
+            # text_lengths is cloned: ESPnet increments it in place for prompt tokens.
+            loss, stats, _ = ESPnetASRModel.forward(
+                self, feats, feats_lengths, text, text_lengths.clone(), **kwargs
+            )
+        outs = {"lens": enc[0][1]}
+        if ctc:
+            outs["ctc"] = ctc[0]  # the first call is the final encoder output's
+        if dec:
+            outs["att"] = dec[0][0]
+        return loss, stats, outs
+
+    def _kl_regulariser(self, ref, outs, text_lengths) -> torch.Tensor:
+        """Omega_i = KL(SG(p_max) || p_i), CTC and decoder terms interpolated by
+        ``ctc_weight`` and normalised like the corresponding ESPnet losses."""
+        omega = 0.0
+        batch_size = text_lengths.size(0)
+        if "ctc" in outs:
+            mask = ~make_pad_mask(outs["lens"], outs["ctc"][..., 0])
+            kl_ctc = _kl(ref["ctc"], outs["ctc"], mask) / batch_size
+            omega = omega + self.ctc_weight * kl_ctc
+        if "att" in outs:
+            logits = outs["att"]
+            # decoder positions: tokens + <eos> (+ a prompt token when used)
+            extra = 1 + (logits.size(1) - 1 - int(text_lengths.max()))
+            mask = ~make_pad_mask(text_lengths + extra, logits[..., 0])
+            denom = mask.sum() if self.criterion_att.normalize_length else batch_size
+            kl_att = _kl(ref["att"], logits, mask) / denom
+            omega = omega + (1.0 - self.ctc_weight) * kl_att
+        return omega
+
+    @staticmethod
+    def _mean_of(stats, key: str, subnets: List[SubnetSpec]) -> Optional[torch.Tensor]:
+        values = [stats[f"{key}_{s}"] for s in subnets if stats[f"{key}_{s}"] is not None]
+        if not values:
+            return None
+        return torch.stack([torch.as_tensor(v, dtype=torch.float) for v in values]).mean()
