@@ -233,8 +233,9 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
 
 class ElasticSequential(MultiSequential):
     """ESPnet's MultiSequential that runs and iterates over only its first ``active_depth``
-    modules (all when None); every module stays registered, so the state dict is stock.
-    Iteration is what ESPnet encoders loop over, so their forward needs no change."""
+    modules (all when None). Every module stays registered and indexable (``len`` and
+    ``[i]`` see them all), so the state dict is stock. Iteration is what ESPnet's
+    encoders loop over, so their forward needs no change."""
 
     active_depth: Optional[int] = None
 
@@ -253,8 +254,6 @@ class ElasticSequential(MultiSequential):
             raise ValueError(f"depth {depth} outside 1..{self.num_layers}")
         self.active_depth = None if depth == self.num_layers else depth
 
-    def __len__(self) -> int:
-        return self.num_layers if self.active_depth is None else self.active_depth
-
     def __iter__(self):
-        return itertools.islice(iter(self._modules.values()), len(self))
+        depth = self.num_layers if self.active_depth is None else self.active_depth
+        return itertools.islice(iter(self._modules.values()), depth)

@@ -243,6 +243,29 @@ class AllInOneASRModel(ESPnetASRModel):
             omega = omega + (1.0 - self.ctc_weight) * kl_att
         return omega
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As torch's, but encoder keys must match exactly even with ``strict=False``
+        (ESPnet's loader uses it): per-subnet BatchNorm statistics and per-bit-width
+        step sizes that are missing or unexpected mean the checkpoint was trained with
+        another subnet space or encoder shape, and a partial load would be silent."""
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [k for k in result.missing_keys if k.startswith("encoder.")]
+        unexpected = [k for k in result.unexpected_keys if k.startswith("encoder.")]
+        if missing or unexpected:
+            raise ValueError(
+                "checkpoint does not match this all-in-one encoder (another subnet "
+                f"space or architecture?): {len(missing)} missing keys {missing[:4]}, "
+                f"{len(unexpected)} unexpected keys {unexpected[:4]}. This model's "
+                f"subnets: {', '.join(self.encoder.subnet_space.names)}. To start from "
+                "a stock ESPnet checkpoint use --init_param (asr.sh --pretrained_model)."
+            )
+        if strict and (result.missing_keys or result.unexpected_keys):
+            raise RuntimeError(
+                f"Error(s) in loading state_dict: missing {result.missing_keys}, "
+                f"unexpected {result.unexpected_keys}"
+            )
+        return result
+
     @staticmethod
     def _mean_of(stats, key: str, subnets: List[SubnetSpec]) -> Optional[torch.Tensor]:
         values = [stats[f"{key}_{s}"] for s in subnets if stats[f"{key}_{s}"] is not None]

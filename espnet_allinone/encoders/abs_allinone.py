@@ -27,14 +27,18 @@ class SubnetSize:
 class AllInOneEncoderMixin:
     """Subnet selection for encoders built from ``elastic`` layers.
 
-    A subclass sets ``self.subnet_space`` and ``self.elastic_layers`` (the
-    :class:`ElasticSequential` whose first ``depth`` blocks run), implements
+    A subclass sets ``self.subnet_space``, implements :attr:`elastic_layers` (the
+    :class:`ElasticSequential` whose first ``depth`` blocks run) and
     :meth:`subnet_modules`, and calls :meth:`set_subnet` once at the end of its
     constructor.
     """
 
     subnet_space: SubnetSpace
-    elastic_layers: ElasticSequential
+
+    @property
+    def elastic_layers(self) -> ElasticSequential:
+        """The stack of blocks whose first ``depth`` run."""
+        raise NotImplementedError
 
     def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
         """Top-level modules the subnet ``spec`` computes with (for counting)."""

@@ -62,7 +62,6 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         make_elastic(self.embed, bits)
         make_elastic(self.encoders, bits)
         self.encoders = ElasticSequential.from_multisequential(self.encoders)
-        self.elastic_layers = self.encoders
         for block in self.encoders._modules.values():
             for ffn in (block.feed_forward, block.feed_forward_macaron):
                 if ffn is not None:
@@ -72,6 +71,10 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                     block.conv_module.norm, self.subnet_space.names
                 )
         self.set_subnet(None)
+
+    @property
+    def elastic_layers(self) -> ElasticSequential:
+        return self.encoders
 
     def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
         yield self.embed

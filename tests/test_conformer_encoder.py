@@ -1,0 +1,237 @@
+import pytest
+import torch
+from espnet2.asr.ctc import CTC
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+
+from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
+from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
+from tests.conftest import GRID, IDIM, TINY, batch, make_encoder
+
+CONFIGS = [
+    dict(),
+    dict(macaron_style=False),
+    dict(input_layer="conv2d6"),
+    dict(input_layer="conv2d8"),
+    dict(input_layer="linear"),
+    dict(rel_pos_type="legacy", pos_enc_layer_type="rel_pos", selfattention_layer_type="rel_selfattn"),
+    dict(pos_enc_layer_type="abs_pos", selfattention_layer_type="selfattn"),
+    dict(interctc_layer_idx=[1, 2]),
+    dict(use_cnn_module=False),
+    dict(positionwise_layer_type="conv1d"),
+    dict(positionwise_layer_type="conv1d-linear"),
+    dict(normalize_before=False),
+]
+
+
+def _outputs(y):
+    """Encoder output and intermediate outputs as a flat list of tensors."""
+    out, lens, _ = y
+    if isinstance(out, tuple):
+        out, inter = out
+        return [out, lens] + [h for _, h in inter]
+    return [out, lens]
+
+
+def _sliced_stock_state(allinone, spec):
+    """State dict of a stock encoder of spec's depth/width cut from the shared weights."""
+    state = {}
+    for k, v in allinone.state_dict().items():
+        if "weight_step" in k or any(f"_{s}" in k for s in allinone.subnet_space.names):
+            continue
+        parts = k.split(".")
+        if parts[0] == "encoders" and int(parts[1]) >= spec.depth:
+            continue
+        if ".feed_forward" in k and ".w_1." in k:
+            v = v[: spec.width]
+        if ".feed_forward" in k and ".w_2.weight" in k:
+            v = v[:, : spec.width]
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked")) and spec != allinone.subnet_space.largest:
+            v = allinone.state_dict()[f"{k}_{spec}"]
+        state[k] = v
+    return state
+
+
+@pytest.mark.parametrize("conf", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_largest_32bit_equals_stock(conf):
+    kw = {**TINY, **conf}
+    enc = make_encoder(grid=dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[4, 32]), **conf)
+    stock = ConformerEncoder(IDIM, **kw)
+    # the shared weights keep stock key names: a stock checkpoint fills every one
+    result = enc.load_state_dict(stock.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert all("weight_step" in k or "running_" in k or "num_batches" in k for k in result.missing_keys)
+    enc.eval(), stock.eval()
+    x, xl, _, _ = batch()
+    ctc = CTC(10, 16)
+    assert enc.active_subnet.name == "3-32-32bit"
+    got = _outputs(enc(x, xl, ctc=ctc))
+    want = _outputs(stock(x, xl, ctc=ctc))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("subnet", ["2-32-32bit", "3-16-32bit", "2-16-32bit"])
+@pytest.mark.parametrize("conf", [dict(), dict(macaron_style=False), dict(positionwise_layer_type="conv1d"), dict(interctc_layer_idx=[1])])
+def test_subnet_equals_stock_of_its_size_with_sliced_weights(subnet, conf):
+    enc = make_encoder(grid=dict(subnet_depths=[2, 3], subnet_widths=[16, 32]), **conf)
+    x, xl, _, _ = batch()
+    enc.train()
+    with torch.no_grad():  # give every subnet its own BatchNorm statistics
+        for name in enc.subnet_space.names:
+            enc.set_subnet(name)
+            enc(torch.randn_like(x) * (1 + enc.subnet_space.names.index(name)), xl)
+    spec = enc.set_subnet(subnet)
+    kw = {**TINY, **conf, "num_blocks": spec.depth, "linear_units": spec.width}
+    kw["interctc_layer_idx"] = [i for i in kw.get("interctc_layer_idx", []) if i < spec.depth]
+    stock = ConformerEncoder(IDIM, **kw)
+    stock.load_state_dict(_sliced_stock_state(enc, spec), strict=True)
+    enc.eval(), stock.eval()
+    got, want = _outputs(enc(x, xl)), _outputs(stock(x, xl))
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-6)
+    assert enc.subnet_size(subnet).params == sum(p.numel() for p in stock.parameters())
+
+
+def test_subnets_slice_not_mask():
+    """A narrower subnet multiplies smaller matrices (cheaper), it does not zero rows."""
+    enc = make_encoder()
+    ffn = enc.encoders[0].feed_forward
+    shapes = []
+    hook = ffn.w_2.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape[-1]))
+    x, xl, _, _ = batch()
+    for subnet in ["3-32-8bit", "3-16-8bit"]:
+        enc.set_subnet(subnet)
+        enc(x, xl)
+    hook.remove()
+    assert shapes == [32, 16]
+
+
+def test_depth_runs_only_first_blocks():
+    enc = make_encoder()
+    calls = []
+    for i, block in enumerate(enc.encoders._modules.values()):
+        block.register_forward_hook(lambda m, a, o, i=i: calls.append(i))
+    x, xl, _, _ = batch()
+    enc.set_subnet("2-32-8bit")
+    enc(x, xl)
+    assert calls == [0, 1]
+    assert len(enc.encoders._modules) == 3  # the top block is still stored
+
+
+def test_quantized_weights_are_used_and_on_grid():
+    enc = make_encoder()
+    enc.set_subnet("3-32-4bit")
+    layers = [m for m in enc.modules() if isinstance(m, ElasticWeight)]
+    # every Linear/Conv of the encoder, subsampling included
+    n_linear_conv = sum(
+        isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)) for m in enc.modules()
+    )
+    assert len(layers) == n_linear_conv and any("embed" in n for n, m in enc.named_modules() if isinstance(m, ElasticWeight))
+    for m in layers:
+        assert m.active_bits == 4
+        w, _ = m.active_weight()
+        codes = w / m.active_step()
+        assert torch.allclose(codes, codes.round(), atol=1e-4) and codes.abs().max() <= 7
+        # biases stay float and unquantized
+        b = m.active_weight()[1]
+        if b is not None:
+            assert torch.equal(b, m.bias[: b.numel()])
+
+
+def test_gradients_reach_shared_weights_and_active_step_only():
+    enc = make_encoder()
+    enc.set_subnet("2-16-4bit")
+    x, xl, _, _ = batch()
+    enc(x, xl)[0].sum().backward()
+    w1 = enc.encoders[0].feed_forward.w_1
+    assert w1.weight.grad[:16].abs().sum() > 0
+    assert w1.weight.grad[16:].abs().sum() == 0  # units outside the subnet untouched
+    assert w1.weight_step["4bit"].grad[:16].abs().sum() > 0
+    assert w1.weight_step["8bit"].grad is None
+    assert enc.encoders[2].feed_forward.w_1.weight.grad is None  # block 3 skipped
+
+
+def test_batchnorm_statistics_isolated_between_subnets():
+    enc = make_encoder()
+    x, xl, _, _ = batch()
+    enc.eval()
+    with torch.no_grad():
+        enc.set_subnet("2-16-4bit")
+        before = enc(x, xl)[0]
+        enc.train()
+        for name in enc.subnet_space.names:
+            if name != "2-16-4bit":
+                enc.set_subnet(name)
+                enc(x * 3 + 1, xl)
+        enc.eval()
+        enc.set_subnet("2-16-4bit")
+        after = enc(x, xl)[0]
+    assert torch.equal(before, after)
+    bns = [m for m in enc.modules() if isinstance(m, SubnetBatchNorm1d)]
+    assert len(bns) == 3
+    # the other subnets' training moved the shared (largest) statistics, not this one's
+    assert not torch.equal(bns[0].running_mean, getattr(bns[0], "running_mean_2-16-4bit"))
+
+
+def test_set_subnet_errors_list_valid_names():
+    enc = make_encoder()
+    with pytest.raises(ValueError, match="valid subnets: 3-32-8bit"):
+        enc.set_subnet("3-64-8bit")
+    with pytest.raises(ValueError, match="valid subnets"):
+        enc.set_subnet("3-32-8")
+
+
+@pytest.mark.parametrize(
+    "grid, match",
+    [
+        (dict(subnet_widths=[64]), "wider"),
+        (dict(subnet_depths=[4]), "deeper"),
+        (dict(subnet_bits=[1]), "bit-width"),
+        (dict(subnets=["3-32-8bit", "2-16-9bit"]), "bit-width"),
+    ],
+)
+def test_bad_configs_raise(grid, match):
+    with pytest.raises(ValueError, match=match):
+        make_encoder(grid=grid)
+
+
+def test_default_space_is_the_stock_model():
+    enc = AllInOneConformerEncoder(IDIM, **TINY)
+    assert enc.subnet_space.names == ["3-32-32bit"]
+
+
+def test_subnet_size_counts_bits():
+    enc = make_encoder()
+    full = enc.subnet_size("3-32-8bit")
+    small = enc.subnet_size("2-16-4bit")
+    assert small.params < full.params
+    # 8-bit weights: total bits well below 32 * params, above 8 * params
+    assert 8 * full.params < full.bits < 32 * full.params
+    assert small.bits < full.bits
+    assert enc.active_subnet.name == "3-32-8bit"  # counting does not change the selection
+
+
+def test_using_subnet_restores_previous():
+    enc = make_encoder()
+    enc.set_subnet("2-16-8bit")
+    with enc.using_subnet("3-32-4bit") as spec:
+        assert spec.name == "3-32-4bit" and enc.active_subnet == spec
+    assert enc.active_subnet.name == "2-16-8bit"
+
+
+def test_state_dict_round_trip_keeps_steps_and_stats():
+    enc = make_encoder()
+    x, xl, _, _ = batch()
+    enc.train()
+    for name in enc.subnet_space.names:
+        enc.set_subnet(name)
+        enc(x, xl)
+    enc.set_subnet("2-16-4bit")
+    enc.eval()
+    want = enc(x, xl)[0]
+    other = make_encoder()
+    other.load_state_dict(enc.state_dict(), strict=True)
+    other.set_subnet("2-16-4bit")
+    other.eval()
+    assert torch.equal(other(x, xl)[0], want)

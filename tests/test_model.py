@@ -1,0 +1,167 @@
+import pytest
+import torch
+
+from espnet_allinone.model import LAMBDA_PRESETS, AllInOneASRModel
+from espnet_allinone.subnet import SubnetSpec
+from tests.conftest import batch, make_encoder, make_model
+
+
+def test_loss_finite_and_backward_reaches_encoder_decoder_and_steps():
+    model = make_model(subnet_sampling="all")
+    loss, stats, weight = model(*batch())
+    assert torch.isfinite(loss).all() and weight.item() == 2
+    loss.sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["encoder.encoders.0.feed_forward.w_1.weight"].abs().sum() > 0
+    assert grads["decoder.decoders.0.feed_forward.w_1.weight"].abs().sum() > 0
+    assert grads["ctc.ctc_lo.weight"].abs().sum() > 0
+    steps = [n for n in grads if "weight_step" in n]
+    assert steps and all(grads[n] is not None and grads[n].abs().sum() > 0 for n in steps)
+
+
+def test_training_stats_cover_every_subnet_and_follow_sandwich_rule():
+    model = make_model()  # sandwich, k=1
+    space = model.encoder.subnet_space
+    for _ in range(5):
+        _, stats, _ = model(*batch())
+        run = [s for s in space if stats[f"loss_{s}"] is not None]
+        assert len(run) == 3
+        assert space.largest in run and space.smallest in run
+        for s in space:  # same keys every step, NaN (None) when not sampled
+            assert f"acc_{s}" in stats and f"kl_{s}" in stats
+        assert stats[f"kl_{space.largest}"] is None
+        assert all(stats[f"kl_{s}"] is not None for s in run if s != space.largest)
+
+
+def test_features_computed_once_per_batch():
+    model = make_model(subnet_sampling="all")
+    calls = []
+    model.normalize = torch.nn.Identity()  # any feature module: count its calls
+    model.normalize.forward = lambda x, lens: (calls.append(1), (x, lens))[1]
+    model(*batch())
+    assert len(calls) == 1
+
+
+def test_loss_is_eq4():
+    """L = L_max + sum_i lambda1_i L_i + lambda2_i KL_i, with the paper's footnote-4 values."""
+    model = make_model(subnet_sampling="all", lambda_preset="conformer")
+    model.eval()  # deterministic (no dropout)
+    with torch.no_grad():
+        loss, stats, _ = model(*batch())
+    space = model.encoder.subnet_space
+    expected = stats[f"loss_{space.largest}"]
+    for s in space:
+        if s == space.largest:
+            continue
+        lam1, lam2 = model.lambdas[s]
+        depth = s.depth < space.largest.depth
+        assert (lam1, lam2) == ((0.8, 0.2) if depth else (1.0, 1.0))
+        expected = expected + lam1 * stats[f"loss_{s}"] + lam2 * stats[f"kl_{s}"]
+    assert torch.allclose(loss, expected)
+    assert stats["loss"] == loss
+
+
+def test_without_kl_no_kl_term():
+    model = make_model(subnet_sampling="all", use_kl=False)
+    model.eval()
+    with torch.no_grad():
+        loss, stats, _ = model(*batch())
+    space = model.encoder.subnet_space
+    expected = stats[f"loss_{space.largest}"] + sum(
+        model.lambdas[s][0] * stats[f"loss_{s}"] for s in space if s != space.largest
+    )
+    assert torch.allclose(loss, expected)
+    assert all(stats[f"kl_{s}"] is None for s in space)
+
+
+def test_kl_is_small_for_near_identical_subnets():
+    enc = make_encoder(grid=dict(subnets=["3-32-32bit", "3-32-8bit"]))
+    model = make_model(enc, subnet_sampling="all", lambda_preset="uniform")
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(*batch())
+    assert 0 <= stats["kl_3-32-8bit"] < 1e-2  # 8-bit weights barely move the posteriors
+
+
+def test_kl_stop_gradient_on_the_largest():
+    """SG(p_max): the KL term sends no gradient into units only the largest uses."""
+    enc = make_encoder(grid=dict(subnets=["3-32-32bit", "3-16-32bit"]))
+    model = make_model(enc, lambda_preset="uniform")
+    x, xl, y, yl = batch()
+    feats, lens = model.encoder_input(x, xl)
+    model.encoder.set_subnet("3-32-32bit")
+    _, _, outs_max = model._subnet_forward(feats, lens, y, yl)
+    ref = {k: (v if k == "lens" else v.detach()) for k, v in outs_max.items()}
+    model.encoder.set_subnet("3-16-32bit")
+    _, _, outs = model._subnet_forward(feats, lens, y, yl)
+    model.zero_grad()
+    kl = model._kl_regulariser(ref, outs, yl)
+    assert kl > 0
+    kl.backward()
+    w1 = model.encoder.encoders[0].feed_forward.w_1.weight
+    assert w1.grad[:16].abs().sum() > 0 and w1.grad[16:].abs().sum() == 0
+
+
+def test_validation_evaluates_every_subnet_and_restores_selection():
+    model = make_model()
+    model.encoder.set_subnet("2-16-4bit")
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(*batch())
+    for s in model.encoder.subnet_space:
+        assert stats[f"loss_{s}"] is not None and stats[f"acc_{s}"] is not None
+        assert stats[f"cer_{s}"] is not None  # ESPnet computes CER in validation
+    assert model.encoder.active_subnet == SubnetSpec(2, 16, 4)
+    assert stats["acc"] == stats["acc_3-32-8bit"]
+
+
+@pytest.mark.parametrize(
+    "conf, match",
+    [
+        (dict(subnet_sampling="random"), "sandwich"),
+        (dict(lambda_preset="bert"), "lambda_preset"),
+        (dict(lambda1={"heads": 1.0}), "unknown lambda"),
+        (dict(num_random_subnets=-1), "num_random"),
+    ],
+)
+def test_bad_model_conf(conf, match):
+    with pytest.raises(ValueError, match=match):
+        make_model(**conf)
+
+
+def test_requires_allinone_encoder():
+    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+
+    from tests.conftest import IDIM, TINY
+
+    with pytest.raises(ValueError, match="all-in-one encoder"):
+        make_model(ConformerEncoder(IDIM, **TINY))
+
+
+def test_lambda_presets_match_paper_footnotes():
+    assert LAMBDA_PRESETS["conformer"] == (
+        {"depth": 0.8, "width": 1.0, "bits": 1.0},
+        {"depth": 0.2, "width": 1.0, "bits": 1.0},
+    )
+    assert LAMBDA_PRESETS["ssl"][0] == {"depth": 1.0, "width": 1.0, "bits": 1.0}
+    assert LAMBDA_PRESETS["ssl"][1] == {"depth": 0.005, "width": 0.1, "bits": 0.1}
+    model = make_model(lambda_preset="ssl", lambda2={"width": 0.3})
+    assert model.lambdas[SubnetSpec(3, 16, 8)] == (1.0, 0.3)
+    assert model.lambdas[SubnetSpec(2, 16, 8)] == (1.0, 0.005)  # min over attributes
+
+
+def test_checkpoint_round_trip_and_mismatch_errors():
+    model = make_model()
+    model(*batch())  # initialises step sizes and statistics
+    other = make_model()
+    other.load_state_dict(model.state_dict())
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    # another subnet space: per-subnet BatchNorm statistics do not match
+    wrong_space = make_model(make_encoder(grid=dict(subnet_depths=[1, 3], subnet_widths=[16, 32], subnet_bits=[4, 8])))
+    with pytest.raises(ValueError, match="subnet space"):
+        wrong_space.load_state_dict(model.state_dict(), strict=False)
+    # another shape: torch's size check
+    wider = make_model(make_encoder(linear_units=64, grid=dict(subnet_widths=[16, 64], subnet_bits=[4, 8])))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        wider.load_state_dict(model.state_dict(), strict=False)
