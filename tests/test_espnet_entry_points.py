@@ -1,0 +1,169 @@
+"""The plugin inside stock ESPnet processes, as asr.sh starts them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import yaml
+
+pytestmark = pytest.mark.slow
+
+PY = sys.executable
+
+
+def run(args, cwd, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_registration_is_lazy_and_automatic(tmp_path):
+    code = (
+        "import sys\n"
+        "assert 'torch' not in sys.modules, 'plugin imported torch at start-up'\n"
+        "import espnet2.tasks.asr as asr\n"
+        "print(asr.encoder_choices.get_class('allinone_conformer').__name__,"
+        " asr.model_choices.get_class('allinone').__name__)\n"
+    )
+    out = run([PY, "-c", code], cwd=tmp_path).stdout.split()
+    assert out[-2:] == ["AllInOneConformerEncoder", "AllInOneASRModel"]
+
+
+@pytest.mark.parametrize(
+    "module", ["espnet2.bin.asr_inference", "espnet_allinone.bin.asr_inference"]
+)
+def test_inference_cli_has_subnet_option(tmp_path, module):
+    out = run([PY, "-m", module, "--help"], cwd=tmp_path).stdout
+    assert "--subnet" in out and "DEPTH-WIDTH-BITSbit" in out
+
+
+CHARS = list("abcde")
+
+
+def _write_data(root: Path, n: int, seed: int):
+    """n utterances of 0.5-1 s: one tone per character of a random 2-4 char text."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    scp, text, shape = [], [], []
+    for i in range(n):
+        uid = f"{root.name}_{i:02d}"
+        chars = rng.choice(CHARS, size=rng.integers(2, 5))
+        wav = np.concatenate(
+            [np.sin(2 * np.pi * (300 + 150 * CHARS.index(c)) * np.arange(3200) / 16000) for c in chars]
+        ) * 0.3 + rng.normal(0, 0.01, len(chars) * 3200)
+        soundfile.write(root / f"{uid}.wav", wav.astype(np.float32), 16000)
+        scp.append(f"{uid} {root / (uid + '.wav')}")
+        text.append(f"{uid} {''.join(chars)}")
+        shape.append(f"{uid} {len(wav)}")
+    for name, lines in [("wav.scp", scp), ("text", text), ("speech_shape", shape)]:
+        (root / name).write_text("\n".join(lines) + "\n")
+
+
+TRAIN_CONFIG = {
+    "frontend_conf": {"n_fft": 400, "hop_length": 160, "n_mels": 20},
+    "encoder": "allinone_conformer",
+    "encoder_conf": {
+        "output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 2,
+        "input_layer": "conv2d", "macaron_style": True, "rel_pos_type": "latest",
+        "pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn",
+        "subnet_depths": [1, 2], "subnet_widths": [16, 32], "subnet_bits": [4, 32],
+    },
+    "decoder": "transformer",
+    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "model": "allinone",
+    "model_conf": {"ctc_weight": 0.3, "subnet_sampling": "sandwich", "use_kl": True},
+    "optim": "adam", "optim_conf": {"lr": 0.002},
+    "batch_type": "unsorted", "batch_size": 2, "max_epoch": 1,
+    "num_workers": 0, "use_tensorboard": False, "seed": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    _write_data(d / "train", 6, 0)
+    _write_data(d / "dev", 2, 1)
+    (d / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", *CHARS, "<sos/eos>"]) + "\n")
+    (d / "train.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG))
+    proc = run(
+        [
+            PY, "-m", "espnet2.bin.asr_train", "--config", "train.yaml",
+            "--token_type", "char", "--token_list", "tokens.txt", "--use_preprocessor", "true",
+            "--train_data_path_and_name_and_type", "train/wav.scp,speech,sound",
+            "--train_data_path_and_name_and_type", "train/text,text,text",
+            "--train_shape_file", "train/speech_shape",
+            "--valid_data_path_and_name_and_type", "dev/wav.scp,speech,sound",
+            "--valid_data_path_and_name_and_type", "dev/text,text,text",
+            "--valid_shape_file", "dev/speech_shape",
+            "--output_dir", "exp", "--ngpu", "0",
+        ],
+        cwd=d,
+        timeout=600,
+    )
+    (d / "exp" / "train.log").write_text(proc.stderr)  # asr.sh keeps it there
+    return d
+
+
+def test_stock_asr_train_trains_allinone(trained):
+    config = yaml.safe_load((trained / "exp" / "config.yaml").read_text())
+    assert config["encoder"] == "allinone_conformer" and config["model"] == "allinone"
+    assert (trained / "exp" / "1epoch.pth").exists()
+    log = (trained / "exp" / "train.log").read_text()
+    # validation reports every subnet of the space
+    for subnet in ["2-32-32bit", "2-32-4bit", "2-16-32bit", "1-16-4bit"]:
+        assert f"acc_{subnet}=" in log, subnet
+
+
+def _decode(d: Path, subnet: str):
+    out = d / f"decode_{subnet}"
+    (d / f"decode_{subnet}.yaml").write_text(
+        yaml.safe_dump({"beam_size": 2, "ctc_weight": 0.3, "subnet": subnet})
+    )
+    proc = run(
+        [
+            PY, "-m", "espnet2.bin.asr_inference", "--config", f"decode_{subnet}.yaml",
+            "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/1epoch.pth",
+            "--data_path_and_name_and_type", "dev/wav.scp,speech,sound",
+            "--output_dir", str(out), "--ngpu", "0",
+        ],
+        cwd=d,
+        timeout=300,
+    )
+    assert f"decoding with subnet {subnet}" in proc.stderr
+    text = (out / "1best_recog" / "text").read_text().splitlines()
+    score = (out / "1best_recog" / "score").read_text().splitlines()
+    assert len(score) == 2 and len(text) <= 2
+    return score
+
+
+def test_stock_asr_inference_decodes_chosen_subnets(trained):
+    big = _decode(trained, "2-32-32bit")
+    small = _decode(trained, "1-16-4bit")
+    # the two subnets really compute differently: beam scores differ
+    assert big != small
+
+
+def test_speech2text_python_api(trained):
+    import torch
+
+    from espnet_allinone.inference import Speech2Text
+
+    kwargs = dict(asr_train_config=trained / "exp/config.yaml", asr_model_file=trained / "exp/1epoch.pth", beam_size=1)
+    wav, _ = soundfile.read(trained / "dev" / "dev_00.wav")
+    s_big = Speech2Text(**kwargs)
+    s_small = Speech2Text(**kwargs, subnet="1-16-4bit")
+    assert str(s_big.subnet) == "2-32-32bit" and str(s_small.subnet) == "1-16-4bit"
+    x = torch.tensor(wav, dtype=torch.float32)[None]
+    lens = torch.tensor([x.size(1)])
+    with torch.no_grad():
+        e_big, _ = s_big.asr_model.encode(x, lens)
+        e_small, _ = s_small.asr_model.encode(x, lens)
+    assert not torch.allclose(e_big, e_small)
+    assert s_small(wav)  # decodes to an n-best list
+    with pytest.raises(ValueError, match="valid subnets"):
+        Speech2Text(**kwargs, subnet="2-64-4bit")
