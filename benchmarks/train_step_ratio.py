@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Time of one training step: all-in-one (largest + smallest + 1 random subnet) vs the
+stock ESPnet Conformer of the largest size, measured side by side in one run.
+
+    python benchmarks/train_step_ratio.py               # mini-recipe size, CPU
+    python benchmarks/train_step_ratio.py --size paper  # 12 x 256 x 2048, as the paper
+
+A step is forward + backward + Adam update on the same batch of raw audio (fbank
+frontend, utterance MVN, SpecAugment). Steps of the systems are interleaved and the
+median is reported, so machine load affects them alike.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+from espnet2.asr.ctc import CTC
+from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.asr.frontend.default import DefaultFrontend
+from espnet2.asr.specaug.specaug import SpecAug
+from espnet2.layers.utterance_mvn import UtteranceMVN
+
+from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
+from espnet_allinone.model import AllInOneASRModel
+
+SIZES = {
+    # encoder conf, decoder blocks, subnet grid
+    "mini": (dict(output_size=144, attention_heads=4, linear_units=576, num_blocks=6), 3,
+             dict(subnet_depths=[4, 6], subnet_widths=[288, 576], subnet_bits=[4, 8])),
+    "paper": (dict(output_size=256, attention_heads=4, linear_units=2048, num_blocks=12), 6,
+              dict(subnet_depths=[8, 12], subnet_widths=[1024, 2048], subnet_bits=[4, 8])),
+}
+COMMON = dict(input_layer="conv2d", macaron_style=True, rel_pos_type="latest",
+              pos_enc_layer_type="rel_pos", selfattention_layer_type="rel_selfattn",
+              cnn_module_kernel=31)
+
+
+def build(kind: str, size: str, vocab: int, **model_conf):
+    enc_conf, dec_blocks, grid = SIZES[size]
+    d = enc_conf["output_size"]
+    if kind == "stock":
+        encoder, cls = ConformerEncoder(80, **enc_conf, **COMMON), ESPnetASRModel
+    else:
+        encoder, cls = AllInOneConformerEncoder(80, **grid, **enc_conf, **COMMON), AllInOneASRModel
+    return cls(
+        vocab_size=vocab,
+        token_list=[f"t{i}" for i in range(vocab - 1)] + ["<sos/eos>"],
+        frontend=DefaultFrontend(n_mels=80),
+        specaug=SpecAug(time_warp_window=5, freq_mask_width_range=(0, 27), num_freq_mask=2,
+                        time_mask_width_ratio_range=(0.0, 0.05), num_time_mask=2),
+        normalize=UtteranceMVN(),
+        preencoder=None,
+        encoder=encoder,
+        postencoder=None,
+        decoder=TransformerDecoder(vocab, d, attention_heads=4, linear_units=4 * d, num_blocks=dec_blocks),
+        ctc=CTC(vocab, d),
+        joint_network=None,
+        ctc_weight=0.3,
+        **model_conf,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=SIZES, default="mini")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per system")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0, help="audio per utterance")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    vocab = 50
+    systems = {
+        "stock Conformer (largest)": build("stock", args.size, vocab),
+        "all-in-one, sandwich (3 subnets)": build("allinone", args.size, vocab, subnet_sampling="sandwich"),
+        "all-in-one, all 8 subnets": build("allinone", args.size, vocab, subnet_sampling="all"),
+    }
+    n = int(args.seconds * 16000)
+    speech = torch.randn(args.batch, n, device=args.device) * 0.1
+    speech_lengths = torch.full((args.batch,), n, device=args.device)
+    text = torch.randint(1, vocab - 1, (args.batch, int(args.seconds * 12)), device=args.device)
+    text_lengths = torch.full((args.batch,), text.size(1), device=args.device)
+    optims = {}
+    for name, model in systems.items():
+        model.to(args.device).train()
+        optims[name] = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(name):
+        model, opt = systems[name], optims[name]
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        loss, _, _ = model(speech, speech_lengths, text.clone(), text_lengths)
+        loss.sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    times = {name: [] for name in systems}
+    for name in systems:  # warm-up (step sizes initialise, allocator settles)
+        step(name)
+    for i in range(args.steps):
+        for name in systems:
+            times[name].append(step(name))
+        print(f"[{i + 1}/{args.steps}] " + ", ".join(f"{k}: {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+
+    base = statistics.median(times["stock Conformer (largest)"])
+    enc_conf, _, grid = SIZES[args.size]
+    print(f"\nsize={args.size} {enc_conf} grid={grid}")
+    print(f"device={args.device} threads={args.threads} batch={args.batch}x{args.seconds}s steps={args.steps} (median)")
+    print(f"{'system':36s} {'params':>10s} {'step [s]':>9s} {'ratio':>6s}")
+    for name, model in systems.items():
+        med = statistics.median(times[name])
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name:36s} {params:10d} {med:9.3f} {med / base:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
