@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Mini all-in-one recipe on the embedded synthetic corpus, in ESPnet's egs2 layout.
+#
+# It runs WITHOUT an ESPnet checkout or Kaldi (which egs2/TEMPLATE/asr1/asr.sh needs):
+# every stage calls ESPnet's (or this plugin's) Python CLIs directly, the same ones
+# asr.sh calls.
+#   1 data       synthesize data/{train,dev,test,test_unseen}     (local/data.sh)
+#   2 tokens     token list (char, or bpe with --token_type bpe)
+#   3 stats      ESPnet collect_stats: feature statistics and shapes
+#   4 train      espnet2.bin.asr_train --encoder allinone_conformer --model allinone (resumable)
+#   5 decode     every subnet on dev/test/test_unseen (espnet_allinone.bin.decode_subnets)
+#   6 report     WER, size, compression and RTF per subnet; RESULTS.md + wer_vs_size.png
+# Usage: ./run.sh [--stage N] [--stop_stage N] [--num_train N] [--max_epoch N] [--nj N]
+#                 [--token_type char|bpe] [--nbpe N] [--train_config FILE] [--decode_config FILE]
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./path.sh
+
+stage=1
+stop_stage=6
+num_train=3000
+num_dev=100
+num_test=200
+num_test_unseen=100
+seed=0
+nj=2
+token_type=char
+nbpe=200
+max_epoch=
+train_config=conf/train_asr_allinone_conformer.yaml
+decode_config=conf/decode_asr.yaml
+expdir=exp/asr_allinone
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --*) name=${1#--}; [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
+             declare -p "${name}" >/dev/null 2>&1 || { echo "unknown option $1" >&2; exit 1; }
+             printf -v "${name}" '%s' "$2"; shift 2 ;;
+        *) echo "unexpected argument $1" >&2; exit 1 ;;
+    esac
+done
+
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+token_dir=data/token_list/${token_type}
+token_list=${token_dir}/tokens.txt
+stats_dir=exp/asr_stats_${token_type}
+bpe_opts=()
+[ "${token_type}" = bpe ] && bpe_opts=(--bpemodel "${token_dir}/bpe.model")
+data_opts=(
+    --train_data_path_and_name_and_type data/train/wav.scp,speech,sound
+    --train_data_path_and_name_and_type data/train/text,text,text
+    --valid_data_path_and_name_and_type data/dev/wav.scp,speech,sound
+    --valid_data_path_and_name_and_type data/dev/text,text,text
+)
+SECONDS=0
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    log "stage 1: synthesize the corpus (${num_train} training utterances)"
+    local/data.sh --num_train "${num_train}" --num_dev "${num_dev}" --num_test "${num_test}" \
+        --num_test_unseen "${num_test_unseen}" --seed "${seed}" --nj "${nj}"
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    log "stage 2: ${token_type} token list"
+    mkdir -p "${token_dir}"
+    if [ "${token_type}" = bpe ]; then
+        cut -d' ' -f2- data/train/text > "${token_dir}/train.txt"
+        python - "${token_dir}" "${nbpe}" <<'PY'
+import sys, sentencepiece as spm
+d, n = sys.argv[1], int(sys.argv[2])
+spm.SentencePieceTrainer.train(input=f"{d}/train.txt", model_prefix=f"{d}/bpe", vocab_size=n,
+    model_type="unigram", character_coverage=1.0, input_sentence_size=100000000)
+PY
+    fi
+    python -m espnet2.bin.tokenize_text --token_type "${token_type}" "${bpe_opts[@]}" \
+        --input data/train/text --output "${token_list}" -f 2- --write_vocabulary true \
+        --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
+    log "$(wc -l < "${token_list}") tokens in ${token_list}"
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    log "stage 3: collect feature statistics and shapes"
+    python -m espnet2.bin.asr_train --collect_stats true --config "${train_config}" \
+        --use_preprocessor true --token_type "${token_type}" --token_list "${token_list}" "${bpe_opts[@]}" \
+        "${data_opts[@]}" --train_shape_file data/train/wav.scp --valid_shape_file data/dev/wav.scp \
+        --batch_type unsorted --batch_size 16 --output_dir "${stats_dir}" --ngpu 0 \
+        > "${stats_dir}.log" 2>&1 || { tail -20 "${stats_dir}.log"; exit 1; }
+    for split in train valid; do
+        # numel batching needs the vocabulary size after each text shape (as asr.sh does)
+        awk -v N="$(wc -l < "${token_list}")" '{ print $0 "," N }' \
+            "${stats_dir}/${split}/text_shape" > "${stats_dir}/${split}/text_shape.${token_type}"
+    done
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    log "stage 4: train the all-in-one model -> ${expdir} (log: ${expdir}/train.log)"
+    mkdir -p "${expdir}"
+    epoch_opts=()
+    [ -n "${max_epoch}" ] && epoch_opts=(--max_epoch "${max_epoch}")
+    # global_mvn on the command line, not in the YAML: it would break --collect_stats
+    if ! python -m espnet2.bin.asr_train --config "${train_config}" "${epoch_opts[@]}" \
+        --use_preprocessor true --token_type "${token_type}" --token_list "${token_list}" "${bpe_opts[@]}" \
+        --normalize global_mvn --normalize_conf "stats_file=${stats_dir}/train/feats_stats.npz" \
+        "${data_opts[@]}" \
+        --train_shape_file "${stats_dir}/train/speech_shape" \
+        --train_shape_file "${stats_dir}/train/text_shape.${token_type}" \
+        --valid_shape_file "${stats_dir}/valid/speech_shape" \
+        --valid_shape_file "${stats_dir}/valid/text_shape.${token_type}" \
+        --resume true --output_dir "${expdir}" --ngpu 0 2>&1 \
+        | tee -a "${expdir}/train.log" \
+        | { grep --line-buffered -E "epoch results|[0-9]+epoch:train:" || true; } \
+        | sed -u -E 's/^.*\) INFO: //; s/(.{200}).*/\1 .../'; then
+        tail -20 "${expdir}/train.log"; echo "training failed (log: ${expdir}/train.log)" >&2; exit 1
+    fi
+fi
+
+model_file=${expdir}/valid.acc_mean.ave.pth
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    log "stage 5: decode every subnet on dev, test, test_unseen (${nj} jobs)"
+    python -m espnet_allinone.bin.decode_subnets --asr_train_config "${expdir}/config.yaml" \
+        --asr_model_file "${model_file}" --data_dir data/dev data/test data/test_unseen \
+        --subnets all --config "${decode_config}" --output_dir "${expdir}/decode" --nj "${nj}" \
+        2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    log "stage 6: report"
+    python -m espnet_allinone.bin.report --asr_train_config "${expdir}/config.yaml" \
+        --asr_model_file "${model_file}" --decode_dir "${expdir}/decode" \
+        --data_dir data/dev data/test data/test_unseen --out_dir "${expdir}" 2> "${expdir}/report.log"
+    log "logs: ${expdir}/train.log, ${expdir}/decode.log"
+fi
+log "done in ${SECONDS}s"

@@ -1,0 +1,1 @@
+"""Data: the embedded synthetic-speech corpus."""

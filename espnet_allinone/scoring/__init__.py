@@ -1,0 +1,1 @@
+"""Scoring: WER and reports."""
