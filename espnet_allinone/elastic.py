@@ -26,8 +26,10 @@ class ElasticWeight:
     Attributes:
         width_axis: ``"out"`` slices output rows (an FFN's first layer), ``"in"``
             slices input columns (an FFN's second layer), None never slices.
-        weight_step: ParameterDict ``{"4bit": (out, 1, ...)}``, one learnable LSQ
-            step per output channel and bit-width, shared by every width.
+        weight_log_step: ParameterDict ``{"4bit": (out, 1, ...)}``, the log of one
+            learnable LSQ step per output channel and bit-width, shared by every
+            width. The log keeps steps positive and makes Adam's updates relative
+            (a raw step of ~1e-2 would be moved by ~lr per update and collapse).
     """
 
     def _init_elastic(self, bits: Iterable[int], width_axis: Optional[str] = None):
@@ -37,17 +39,24 @@ class ElasticWeight:
         self.active_width: Optional[int] = None
         self.active_bits = FULL_PRECISION
         shape = (self.weight.size(0),) + (1,) * (self.weight.dim() - 1)
-        # Zero = "not initialised yet": set from the weight statistics at first use,
+        # NaN = "not initialised yet": set from the weight statistics at first use,
         # i.e. after any checkpoint or ESPnet `--init` has set the weights.
-        self.weight_step = torch.nn.ParameterDict(
+        self.weight_log_step = torch.nn.ParameterDict(
             {
                 f"{b}bit": torch.nn.Parameter(
-                    torch.zeros(shape, device=self.weight.device, dtype=self.weight.dtype)
+                    torch.full(shape, float("nan"), device=self.weight.device, dtype=self.weight.dtype)
                 )
                 for b in sorted(set(bits))
                 if b != FULL_PRECISION
             }
         )
+        self._steps_ready = set()
+
+    def espnet_initialization_fn(self):
+        """Called by ESPnet's ``initialize`` after ``--init`` has reset the weights."""
+        with torch.no_grad():
+            for p in self.weight_log_step.values():
+                p.fill_(float("nan"))
         self._steps_ready = set()
 
     @property
@@ -63,9 +72,9 @@ class ElasticWeight:
                 raise ValueError(f"width {width} outside 1..{self.full_width}")
             if width == self.full_width:
                 width = None
-        if bits != FULL_PRECISION and f"{bits}bit" not in self.weight_step:
+        if bits != FULL_PRECISION and f"{bits}bit" not in self.weight_log_step:
             raise ValueError(
-                f"no step size for {bits} bits; this layer has {list(self.weight_step)}"
+                f"no step size for {bits} bits; this layer has {list(self.weight_log_step)}"
             )
         self.active_width = width
         self.active_bits = bits
@@ -84,13 +93,13 @@ class ElasticWeight:
     def step(self, bits: int) -> torch.Tensor:
         """Step sizes for ``bits`` (all output channels), initialised on first use."""
         key = f"{bits}bit"
-        step = self.weight_step[key]
+        log_step = self.weight_log_step[key]
         if key not in self._steps_ready:
             with torch.no_grad():
-                if bool((step <= 0).any()):
-                    step.copy_(init_step(self.weight, bits))
+                if bool(torch.isnan(log_step).any()):
+                    log_step.copy_(init_step(self.weight, bits).log())
             self._steps_ready.add(key)
-        return step
+        return log_step.exp()
 
     def active_step(self) -> Optional[torch.Tensor]:
         if self.active_bits == FULL_PRECISION:
@@ -114,7 +123,7 @@ class ElasticWeight:
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, width_axis={self.width_axis}, "
-            f"bits={list(self.weight_step) or ['32bit']}"
+            f"bits={list(self.weight_log_step) or ['32bit']}"
         )
 
 

@@ -36,7 +36,7 @@ def _sliced_stock_state(allinone, spec):
     """State dict of a stock encoder of spec's depth/width cut from the shared weights."""
     state = {}
     for k, v in allinone.state_dict().items():
-        if "weight_step" in k or any(f"_{s}" in k for s in allinone.subnet_space.names):
+        if "weight_log_step" in k or any(f"_{s}" in k for s in allinone.subnet_space.names):
             continue
         parts = k.split(".")
         if parts[0] == "encoders" and int(parts[1]) >= spec.depth:
@@ -59,7 +59,7 @@ def test_largest_32bit_equals_stock(conf):
     # the shared weights keep stock key names: a stock checkpoint fills every one
     result = enc.load_state_dict(stock.state_dict(), strict=False)
     assert result.unexpected_keys == []
-    assert all("weight_step" in k or "running_" in k or "num_batches" in k for k in result.missing_keys)
+    assert all("weight_log_step" in k or "running_" in k or "num_batches" in k for k in result.missing_keys)
     enc.eval(), stock.eval()
     x, xl, _, _ = batch()
     ctc = CTC(10, 16)
@@ -147,8 +147,8 @@ def test_gradients_reach_shared_weights_and_active_step_only():
     w1 = enc.encoders[0].feed_forward.w_1
     assert w1.weight.grad[:16].abs().sum() > 0
     assert w1.weight.grad[16:].abs().sum() == 0  # units outside the subnet untouched
-    assert w1.weight_step["4bit"].grad[:16].abs().sum() > 0
-    assert w1.weight_step["8bit"].grad is None
+    assert w1.weight_log_step["4bit"].grad[:16].abs().sum() > 0
+    assert w1.weight_log_step["8bit"].grad is None
     assert enc.encoders[2].feed_forward.w_1.weight.grad is None  # block 3 skipped
 
 
@@ -235,3 +235,28 @@ def test_state_dict_round_trip_keeps_steps_and_stats():
     other.set_subnet("2-16-4bit")
     other.eval()
     assert torch.equal(other(x, xl)[0], want)
+
+
+def test_steps_initialise_from_weights_after_espnet_init_and_stay_positive():
+    from espnet2.torch_utils.initialize import initialize
+
+    from espnet_allinone.quant import init_step
+
+    enc = make_encoder()
+    enc.set_subnet("3-32-4bit")
+    x, xl, _, _ = batch()
+    enc(x, xl)  # steps initialised from the current weights
+    initialize(enc, "xavier_uniform")  # ESPnet's --init: new weights, steps reset
+    w1 = enc.encoders[0].feed_forward.w_1
+    assert torch.isnan(w1.weight_log_step["4bit"]).all()
+    enc(x, xl)
+    assert torch.allclose(w1.step(4), init_step(w1.weight, 4))
+    # large Adam updates move the log of the step: steps stay positive
+    opt = torch.optim.Adam(enc.parameters(), lr=0.5)
+    for _ in range(3):
+        enc(x, xl)[0].pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    for m in enc.modules():
+        if isinstance(m, ElasticWeight):
+            assert (m.step(4) > 0).all() and (m.step(8) > 0).all()

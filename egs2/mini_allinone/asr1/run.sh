@@ -24,8 +24,8 @@ num_test=200
 num_test_unseen=100
 seed=0
 nj=2
-token_type=char
-nbpe=200
+token_type=bpe
+nbpe=150
 max_epoch=
 train_config=conf/train_asr_allinone_conformer.yaml
 decode_config=conf/decode_asr.yaml
@@ -68,7 +68,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
 import sys, sentencepiece as spm
 d, n = sys.argv[1], int(sys.argv[2])
 spm.SentencePieceTrainer.train(input=f"{d}/train.txt", model_prefix=f"{d}/bpe", vocab_size=n,
-    model_type="unigram", character_coverage=1.0, input_sentence_size=100000000)
+    model_type="unigram", character_coverage=1.0, input_sentence_size=100000000,
+    minloglevel=2)
 PY
     fi
     python -m espnet2.bin.tokenize_text --token_type "${token_type}" "${bpe_opts[@]}" \
@@ -79,6 +80,7 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     log "stage 3: collect feature statistics and shapes"
+    mkdir -p exp
     python -m espnet2.bin.asr_train --collect_stats true --config "${train_config}" \
         --use_preprocessor true --token_type "${token_type}" --token_list "${token_list}" "${bpe_opts[@]}" \
         "${data_opts[@]}" --train_shape_file data/train/wav.scp --valid_shape_file data/dev/wav.scp \

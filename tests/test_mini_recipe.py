@@ -1,0 +1,43 @@
+"""A scaled-down run of the whole mini recipe: tiny corpus, one epoch, two subnets."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPE = Path(__file__).resolve().parents[1] / "egs2" / "mini_allinone" / "asr1"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not all(shutil.which(p) for p in ("espeak-ng", "flite", "sox")),
+        reason="espeak-ng/flite/sox not installed (tools/setup.sh installs them)",
+    ),
+]
+
+
+def test_mini_recipe_end_to_end(tmp_path):
+    recipe = tmp_path / "asr1"
+    shutil.copytree(RECIPE, recipe, ignore=shutil.ignore_patterns("data", "exp", "dump"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        ["./run.sh", "--num_train", "40", "--num_dev", "4", "--num_test", "4",
+         "--num_test_unseen", "4", "--token_type", "char",
+         "--train_config", "conf/tuning/train_asr_allinone_tiny.yaml"],
+        cwd=recipe, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = recipe / "exp" / "asr_allinone"
+    for subnet in ["2-64-32bit", "1-32-4bit"]:
+        for split in ["dev", "test", "test_unseen"]:
+            hyp = exp / "decode" / subnet / split / "text"
+            assert len(hyp.read_text().splitlines()) == 4
+    # the printed table has one row per subnet, with a WER per set and the RTF
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 2-64-32bit") or line.startswith("| 1-32-4bit")]
+    assert len(rows) == 2 and all(len(r.split("|")) == 11 for r in rows)
+    assert "| 1-32-4bit |" in (exp / "RESULTS.md").read_text()
+    assert (exp / "wer_vs_size.png").stat().st_size > 1000
+    assert (exp / "results.csv").exists()
