@@ -41,9 +41,11 @@ class _PatchingLoader(importlib.abc.Loader):
     def get_code(self, fullname):
         if fullname in _MAIN_MODULES:
             src = (
+                "import importlib as _importlib\n"
+                f"_module = _importlib.import_module({fullname!r})\n"
+                "globals().update({k: v for k, v in vars(_module).items() if not k.startswith('__')})\n"
                 "if __name__ == '__main__':\n"
-                "    import importlib\n"
-                f"    importlib.import_module({fullname!r}).main()\n"
+                "    _module.main()\n"
             )
             return compile(src, self._loader.get_filename(fullname), "exec")
         return self._loader.get_code(fullname)

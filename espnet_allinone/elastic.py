@@ -50,6 +50,10 @@ class ElasticWeight:
                 if b != FULL_PRECISION
             }
         )
+        for p in self.weight_log_step.values():
+            # no weight decay (a decayed log-step drifts to step 1): honoured by ESPnet's
+            # optimizer builder with `exclude_weight_decay: true`
+            p._optim = {"weight_decay": 0.0}
         self._steps_ready = set()
 
     def espnet_initialization_fn(self):
@@ -97,7 +101,12 @@ class ElasticWeight:
         if key not in self._steps_ready:
             with torch.no_grad():
                 if bool(torch.isnan(log_step).any()):
-                    log_step.copy_(init_step(self.weight, bits).log())
+                    if getattr(self, "_is_replica", False):
+                        raise RuntimeError(
+                            "step sizes cannot be initialised inside torch.nn.DataParallel "
+                            "replicas: train with DDP (--multiprocessing_distributed true)"
+                        )
+                    log_step.copy_(init_step(self.weight.float(), bits).log())
             self._steps_ready.add(key)
         return log_step.exp()
 

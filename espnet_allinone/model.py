@@ -46,11 +46,46 @@ def _outputs_of(module: Optional[torch.nn.Module]) -> Iterator[List]:
     if module is None:
         yield outputs
         return
-    handle = module.register_forward_hook(lambda m, i, o: outputs.append(o))
+    def record(module, args, output):
+        outputs.append(output)
+
+    handle = module.register_forward_hook(record)
     try:
         yield outputs
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def _ctc_logits_of(ctc) -> Iterator[List]:
+    """Collect the logits ``ctc.ctc_lo`` computes inside ``ctc.forward`` (the CTC
+    losses), not those of encoder-internal calls such as intermediate-CTC conditioning."""
+    logits: List = []
+    if ctc is None:
+        yield logits
+        return
+    inside = []
+
+    def enter(module, args):
+        inside.append(True)
+
+    def leave(module, args, output):
+        inside.pop()
+
+    def record(module, args, output):
+        if inside:
+            logits.append(output)
+
+    handles = [
+        ctc.register_forward_pre_hook(enter),
+        ctc.register_forward_hook(leave),
+        ctc.ctc_lo.register_forward_hook(record),
+    ]
+    try:
+        yield logits
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _kl(ref_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -211,7 +246,7 @@ class AllInOneASRModel(ESPnetASRModel):
         """
         with self._without("frontend", "specaug", "normalize", "preencoder"), \
                 _outputs_of(self.encoder) as enc, \
-                _outputs_of(self.ctc.ctc_lo if self.ctc is not None else None) as ctc, \
+                _ctc_logits_of(self.ctc) as ctc, \
                 _outputs_of(self.decoder) as dec:
             # text_lengths is cloned: ESPnet increments it in place for prompt tokens.
             loss, stats, _ = ESPnetASRModel.forward(
@@ -219,7 +254,7 @@ class AllInOneASRModel(ESPnetASRModel):
             )
         outs = {"lens": enc[0][1]}
         if ctc:
-            outs["ctc"] = ctc[0]  # the first call is the final encoder output's
+            outs["ctc"] = ctc[0]  # the first CTC loss is the final encoder output's
         if dec:
             outs["att"] = dec[0][0]
         return loss, stats, outs

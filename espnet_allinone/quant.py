@@ -41,7 +41,7 @@ def init_step(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """
     w = weight.detach().reshape(weight.size(0), -1).abs().mean(dim=1)
     step = 2.0 * w / math.sqrt(qmax(bits))
-    step = step.clamp_min(torch.finfo(weight.dtype).tiny * 1e6)
+    step = step.clamp_min(1e-8)
     return step.reshape((-1,) + (1,) * (weight.dim() - 1))
 
 

@@ -52,7 +52,7 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
     m = inference_module
     if m is None:
         import espnet2.bin.asr_inference as m
-    if getattr(m, "_allinone_patched", False):
+    if getattr(m.Speech2Text, "_allinone_patched", False):
         return
     stock_speech2text, stock_inference, stock_get_parser = m.Speech2Text, m.inference, m.get_parser
 
@@ -62,6 +62,7 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
             "(default: the largest).\n"
         )
         default_subnet: Optional[str] = None
+        _allinone_patched = True
 
         def __init__(self, *args, subnet: Optional[str] = None, **kwargs):
             super().__init__(*args, **kwargs)
@@ -89,7 +90,6 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
         return parser
 
     m.Speech2Text, m.inference, m.get_parser = Speech2Text, inference, get_parser
-    m._allinone_patched = True
 
 
 def register_all() -> None:

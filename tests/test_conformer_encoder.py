@@ -88,6 +88,7 @@ def test_subnet_equals_stock_of_its_size_with_sliced_weights(subnet, conf):
     stock.load_state_dict(_sliced_stock_state(enc, spec), strict=True)
     enc.eval(), stock.eval()
     got, want = _outputs(enc(x, xl)), _outputs(stock(x, xl))
+    assert len(got) == len(want)
     for g, w in zip(got, want):
         assert torch.allclose(g, w, atol=1e-6)
     assert enc.subnet_size(subnet).params == sum(p.numel() for p in stock.parameters())

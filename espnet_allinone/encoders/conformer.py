@@ -1,5 +1,6 @@
 """All-in-one Conformer encoder: elastic depth x FFN width x weight precision."""
 
+import logging
 from typing import Any, Iterable, List, Optional
 
 import torch
@@ -58,6 +59,13 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
             num_blocks=len(blocks),
             linear_units=blocks[0].feed_forward.w_1.weight.size(0),
         )
+        shallow = min(s.depth for s in self.subnet_space)
+        if any(i >= shallow for i in self.interctc_layer_idx):
+            logging.warning(
+                f"intermediate CTC layers {self.interctc_layer_idx}: subnets of depth "
+                f"{shallow} have no intermediate output at layers >= {shallow}, so their "
+                "loss has fewer (or no) intermediate-CTC terms"
+            )
         bits = sorted({s.bits for s in self.subnet_space})
         make_elastic(self.embed, bits)
         make_elastic(self.encoders, bits)
