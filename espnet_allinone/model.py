@@ -22,6 +22,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
+from espnet_allinone.elastic import extend_signature
 from espnet_allinone.subnet import SubnetSpec
 
 ATTRIBUTES = ("depth", "width", "bits")
@@ -307,3 +308,6 @@ class AllInOneASRModel(ESPnetASRModel):
         if not values:
             return None
         return torch.stack([torch.as_tensor(v, dtype=torch.float) for v in values]).mean()
+
+
+extend_signature(AllInOneASRModel, ESPnetASRModel.__init__)

@@ -261,3 +261,14 @@ def test_steps_initialise_from_weights_after_espnet_init_and_stay_positive():
     for m in enc.modules():
         if isinstance(m, ElasticWeight):
             assert (m.step(4) > 0).all() and (m.step(8) > 0).all()
+
+
+def test_print_config_lists_stock_and_allinone_options():
+    from espnet2.utils.get_default_kwargs import get_default_kwargs
+
+    from espnet_allinone.model import AllInOneASRModel
+
+    enc = get_default_kwargs(AllInOneConformerEncoder)
+    assert enc["num_blocks"] == 6 and enc["macaron_style"] is False and enc["subnet_bits"] is None
+    model = get_default_kwargs(AllInOneASRModel)
+    assert model["ctc_weight"] == 0.5 and model["subnet_sampling"] == "sandwich"

@@ -10,6 +10,7 @@ from typeguard import typechecked
 from espnet_allinone.elastic import (
     ElasticSequential,
     SubnetBatchNorm1d,
+    extend_signature,
     make_elastic,
 )
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
@@ -89,3 +90,6 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         yield from list(self.encoders._modules.values())[: spec.depth]
         if self.normalize_before:
             yield self.after_norm
+
+
+extend_signature(AllInOneConformerEncoder, ConformerEncoder.__init__)
