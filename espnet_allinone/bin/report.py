@@ -58,17 +58,21 @@ def plot(rows: List[Dict], sets: List[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import FormatStrFormatter
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in sets:
-        pts = sorted((r["size_mb"], r[f"wer_{s}"], r["subnet"]) for r in rows if r[f"wer_{s}"] is not None)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=s)
+    for s, marker in zip(sets, "os^vDP"):
+        pts = [(r["size_mb"], r[f"wer_{s}"]) for r in rows if r[f"wer_{s}"] is not None]
+        if pts:  # points, not lines: subnets of similar size differ in kind
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=s)
     for r in rows:
         wers = [r[f"wer_{s}"] for s in sets if r[f"wer_{s}"] is not None]
         if wers:
-            ax.annotate(r["subnet"], (r["size_mb"], max(wers)), fontsize=7, rotation=30,
-                        textcoords="offset points", xytext=(2, 4))
+            ax.annotate(r["subnet"], (r["size_mb"], min(wers)), fontsize=7, rotation=-30,
+                        textcoords="offset points", xytext=(2, -6), va="top")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("encoder size [MB] (log scale)")
     ax.set_ylabel("WER [%]")
     ax.set_title("all-in-one subnets: WER vs encoder size")
