@@ -22,7 +22,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
-from espnet_allinone.elastic import extend_signature
+from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import SubnetSpec
 
 ATTRIBUTES = ("depth", "width", "bits")

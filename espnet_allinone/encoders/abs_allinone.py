@@ -101,6 +101,5 @@ class AllInOneEncoderMixin:
 
     def compression_ratio(self, subnet: Union[None, str, SubnetSpec] = None) -> float:
         """Storage of the float (32-bit) largest encoder over that of ``subnet``."""
-        with self.using_subnet(None):
-            largest = self.subnet_size(None).params
+        largest = self.subnet_size(None).params
         return largest * FULL_PRECISION / self.subnet_size(subnet).bits

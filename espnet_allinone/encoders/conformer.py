@@ -10,9 +10,9 @@ from typeguard import typechecked
 from espnet_allinone.elastic import (
     ElasticSequential,
     SubnetBatchNorm1d,
-    extend_signature,
     make_elastic,
 )
+from espnet_allinone.signature import extend_signature
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
