@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Time of one training step: all-in-one (largest + smallest + 1 random subnet) vs the
 stock ESPnet Conformer of the largest size, measured side by side in one run.
+Subnets of a step share what they compute alike (subsampling for equal bits, lower
+blocks for equal width and bits); ``--no_sharing`` adds the same steps without that.
 
     python benchmarks/train_step_ratio.py               # mini-recipe size, CPU
     python benchmarks/train_step_ratio.py --size paper  # 12 x 256 x 2048, as the paper
@@ -11,6 +13,7 @@ median is reported, so machine load affects them alike.
 """
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -70,6 +73,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="audio per utterance")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no_sharing", action="store_true",
+                        help="also time sandwich steps without sharing subsampling/block outputs between subnets")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,6 +86,10 @@ def main():
         "all-in-one, sandwich (3 subnets)": build("allinone", args.size, vocab, subnet_sampling="sandwich"),
         "all-in-one, all 8 subnets": build("allinone", args.size, vocab, subnet_sampling="all"),
     }
+    if args.no_sharing:  # the same steps, each subnet computed from scratch
+        unshared = build("allinone", args.size, vocab, subnet_sampling="sandwich")
+        unshared.encoder.sharing_prefixes = contextlib.nullcontext
+        systems["all-in-one, sandwich, no sharing"] = unshared
     n = int(args.seconds * 16000)
     speech = torch.randn(args.batch, n, device=args.device) * 0.1
     speech_lengths = torch.full((args.batch,), n, device=args.device)

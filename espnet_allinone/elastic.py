@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from espnet.nets.pytorch_backend.transformer.repeat import MultiSequential
 
 from espnet_allinone.quant import fake_quantize, init_step
-from espnet_allinone.subnet import FULL_PRECISION
+from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
 
 WIDTH_AXES = (None, "out", "in")
 
@@ -200,40 +200,51 @@ def make_elastic(root: torch.nn.Module, bits: Sequence[int]) -> torch.nn.Module:
 
 
 class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
-    """BatchNorm1d with shared affine parameters and private running statistics per subnet.
+    """BatchNorm1d with shared affine parameters and private running statistics per
+    (width, bits) of the subnets.
 
-    The stock buffers (``running_mean``, ``running_var``, ``num_batches_tracked``)
-    hold the statistics of ``names[0]`` (the largest subnet, so stock checkpoints map
-    onto it); every other subnet ``n`` has ``running_mean_<n>`` etc. Training or
-    evaluating one subnet never touches another subnet's statistics.
+    The input of a BatchNorm in block k depends on the FFN width and the bit-width of
+    blocks 1..k, never on how many blocks run after it, so subnets that differ only
+    in depth see the same input there and share statistics. The stock buffers
+    (``running_mean``, ``running_var``, ``num_batches_tracked``) hold the statistics
+    of the largest subnet's (width, bits), so stock checkpoints map onto it; every
+    other (width, bits) has ``running_mean_w<width>-<bits>bit`` etc. Training or
+    evaluating one subnet never touches the statistics of another (width, bits).
     """
 
     _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
+    @staticmethod
+    def stats_key(spec: SubnetSpec) -> str:
+        return f"w{spec.width}-{spec.bits}bit"
+
     @classmethod
-    def from_batchnorm(cls, bn: torch.nn.BatchNorm1d, names: Sequence[str]):
+    def from_batchnorm(cls, bn: torch.nn.BatchNorm1d, specs: Sequence[SubnetSpec]):
+        """``specs``: the subnets of the space, the largest first."""
         if not (bn.track_running_stats and bn.affine):
             raise ValueError("SubnetBatchNorm1d needs affine=True, track_running_stats=True")
         new = cls(bn.num_features, bn.eps, bn.momentum, device="meta")
         new.weight, new.bias = bn.weight, bn.bias
+        keys = list(dict.fromkeys(cls.stats_key(s) for s in specs))
         for stat in cls._STATS:
             setattr(new, stat, getattr(bn, stat))
-            for n in names[1:]:
-                new.register_buffer(f"{stat}_{n}", getattr(bn, stat).detach().clone())
-        new.subnet_names = tuple(names)
-        new.active_name = names[0]
+            for key in keys[1:]:
+                new.register_buffer(f"{stat}_{key}", getattr(bn, stat).detach().clone())
+        new.stats_keys = tuple(keys)
+        new.active_key = keys[0]
         new.train(bn.training)
         return new
 
-    def set_active(self, name: str):
-        if name not in self.subnet_names:
-            raise ValueError(f"no BatchNorm statistics for subnet {name}")
-        self.active_name = name
+    def set_active(self, spec: SubnetSpec):
+        key = self.stats_key(spec)
+        if key not in self.stats_keys:
+            raise ValueError(f"no BatchNorm statistics for subnet {spec.name}")
+        self.active_key = key
 
     def _stat(self, stat: str) -> torch.Tensor:
-        if self.active_name == self.subnet_names[0]:
+        if self.active_key == self.stats_keys[0]:
             return getattr(self, stat)
-        return getattr(self, f"{stat}_{self.active_name}")
+        return getattr(self, f"{stat}_{self.active_key}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T), normalised with the active subnet's statistics."""

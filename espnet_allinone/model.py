@@ -23,7 +23,7 @@ from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
 from espnet_allinone.signature import extend_signature
-from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
 ATTRIBUTES = ("depth", "width", "bits")
 
@@ -215,7 +215,8 @@ class AllInOneASRModel(ESPnetASRModel):
             f"{k}_{s}": None for s in space for k in SUBNET_STATS
         }
         total, ref = None, None
-        with self.encoder.using_subnet(None):
+        share = getattr(self.encoder, "sharing_prefixes", contextlib.nullcontext)
+        with self.encoder.using_subnet(None), share():
             for spec in subnets:
                 self.encoder.set_subnet(spec)
                 loss, sub_stats, outs = self._subnet_forward(
@@ -284,6 +285,20 @@ class AllInOneASRModel(ESPnetASRModel):
         (ESPnet's loader uses it): per-subnet BatchNorm statistics and per-bit-width
         step sizes that are missing or unexpected mean the checkpoint was trained with
         another subnet space or encoder shape, and a partial load would be silent."""
+        table = state_dict.get("encoder.subnet_space_table")
+        ours = self.encoder.subnet_space.names
+        own = self.state_dict()
+        same_shapes = all(  # otherwise torch's size-mismatch error says more
+            own[k].shape == v.shape
+            for k, v in state_dict.items()
+            if k.startswith("encoder.") and k in own and k != "encoder.subnet_space_table"
+        )
+        if table is not None and same_shapes and SubnetSpace.names_of_table(table) != ours:
+            raise ValueError(
+                "checkpoint was trained with another subnet space: "
+                f"{', '.join(SubnetSpace.names_of_table(table))}; this model's subnets: "
+                f"{', '.join(ours)}"
+            )
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if k.startswith("encoder.")]
         unexpected = [k for k in result.unexpected_keys if k.startswith("encoder.")]

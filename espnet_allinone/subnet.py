@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
+import torch
+
 FULL_PRECISION = 32
 MIN_BITS = 2
 MAX_BITS = 8
@@ -183,6 +185,16 @@ class SubnetSpace:
         rng = rng or random
         chosen += rng.sample(rest, min(num_random, len(rest)))
         return chosen
+
+    def table(self) -> torch.Tensor:
+        """(N, 3) float tensor of (depth, width, bits), the largest first: stored in
+        checkpoints (a float buffer, so that ESPnet's checkpoint averaging keeps it)."""
+        return torch.tensor([[s.depth, s.width, s.bits] for s in self.subnets], dtype=torch.float)
+
+    @staticmethod
+    def names_of_table(table: torch.Tensor) -> List[str]:
+        """Subnet names stored by :meth:`table`."""
+        return [SubnetSpec(d, w, b).name for d, w, b in table.float().round().long().tolist()]
 
     def attributes_compressed(self, spec: SubnetSpec) -> Iterable[str]:
         """Which attributes (depth/width/bits) ``spec`` reduces w.r.t. the largest."""

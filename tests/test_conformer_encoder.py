@@ -36,7 +36,7 @@ def _sliced_stock_state(allinone, spec):
     """State dict of a stock encoder of spec's depth/width cut from the shared weights."""
     state = {}
     for k, v in allinone.state_dict().items():
-        if "weight_log_step" in k or any(f"_{s}" in k for s in allinone.subnet_space.names):
+        if "weight_log_step" in k or "_w" in k.rsplit(".", 1)[-1] or k == "subnet_space_table":
             continue
         parts = k.split(".")
         if parts[0] == "encoders" and int(parts[1]) >= spec.depth:
@@ -45,8 +45,9 @@ def _sliced_stock_state(allinone, spec):
             v = v[: spec.width]
         if ".feed_forward" in k and ".w_2.weight" in k:
             v = v[:, : spec.width]
-        if k.endswith(("running_mean", "running_var", "num_batches_tracked")) and spec != allinone.subnet_space.largest:
-            v = allinone.state_dict()[f"{k}_{spec}"]
+        key = SubnetBatchNorm1d.stats_key(spec)
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked")) and key != SubnetBatchNorm1d.stats_key(allinone.subnet_space.largest):
+            v = allinone.state_dict()[f"{k}_{key}"]
         state[k] = v
     return state
 
@@ -59,7 +60,11 @@ def test_largest_32bit_equals_stock(conf):
     # the shared weights keep stock key names: a stock checkpoint fills every one
     result = enc.load_state_dict(stock.state_dict(), strict=False)
     assert result.unexpected_keys == []
-    assert all("weight_log_step" in k or "running_" in k or "num_batches" in k for k in result.missing_keys)
+    # missing: only what the plugin adds (step sizes, per-subnet statistics, the space)
+    assert all(
+        "weight_log_step" in k or "running_" in k or "num_batches" in k or k == "subnet_space_table"
+        for k in result.missing_keys
+    )
     enc.eval(), stock.eval()
     x, xl, _, _ = batch()
     ctc = CTC(10, 16)
@@ -153,7 +158,7 @@ def test_gradients_reach_shared_weights_and_active_step_only():
     assert enc.encoders[2].feed_forward.w_1.weight.grad is None  # block 3 skipped
 
 
-def test_batchnorm_statistics_isolated_between_subnets():
+def test_batchnorm_statistics_isolated_between_widths_and_bits():
     enc = make_encoder()
     x, xl, _, _ = batch()
     enc.eval()
@@ -161,9 +166,9 @@ def test_batchnorm_statistics_isolated_between_subnets():
         enc.set_subnet("2-16-4bit")
         before = enc(x, xl)[0]
         enc.train()
-        for name in enc.subnet_space.names:
-            if name != "2-16-4bit":
-                enc.set_subnet(name)
+        for spec in enc.subnet_space:
+            if (spec.width, spec.bits) != (16, 4):
+                enc.set_subnet(spec)
                 enc(x * 3 + 1, xl)
         enc.eval()
         enc.set_subnet("2-16-4bit")
@@ -171,8 +176,70 @@ def test_batchnorm_statistics_isolated_between_subnets():
     assert torch.equal(before, after)
     bns = [m for m in enc.modules() if isinstance(m, SubnetBatchNorm1d)]
     assert len(bns) == 3
-    # the other subnets' training moved the shared (largest) statistics, not this one's
-    assert not torch.equal(bns[0].running_mean, getattr(bns[0], "running_mean_2-16-4bit"))
+    # the other subnets' training moved the largest's statistics, not this one's
+    assert not torch.equal(bns[0].running_mean, getattr(bns[0], "running_mean_w16-4bit"))
+
+
+def test_batchnorm_statistics_shared_between_depths():
+    """A BatchNorm's input depends on width and bits only: depth siblings share it."""
+    enc = make_encoder()
+    x, xl, _, _ = batch()
+    bn = enc.encoders[0].conv_module.norm
+    assert bn.stats_keys == ("w32-8bit", "w32-4bit", "w16-8bit", "w16-4bit")
+    with torch.no_grad():
+        enc.train()
+        enc.set_subnet("3-16-4bit")
+        enc(x, xl)
+    stats = getattr(bn, "running_mean_w16-4bit")
+    enc.set_subnet("2-16-4bit")
+    assert torch.equal(bn._stat("running_mean"), stats)
+    assert bn._stat("running_mean").abs().sum() > 0
+
+
+def _block_calls(enc):
+    calls = []
+    for i, block in enumerate(enc.encoders._modules.values()):
+        block.register_forward_hook(lambda m, a, o, i=i: calls.append(("block", i)))
+    enc.embed.register_forward_hook(lambda m, a, o: calls.append(("embed",)))
+    return calls
+
+
+@pytest.mark.parametrize("conf", [dict(), dict(input_layer="linear"), dict(use_cnn_module=False)], ids=str)
+def test_sharing_prefixes_same_outputs_and_less_compute(conf):
+    enc = make_encoder(**conf)
+    enc.eval()
+    x, xl, _, _ = batch()
+    with torch.no_grad():
+        alone = {}
+        for spec in enc.subnet_space:
+            enc.set_subnet(spec)
+            alone[spec] = enc(x, xl)
+        calls = _block_calls(enc)
+        with enc.sharing_prefixes():
+            for spec in enc.subnet_space:  # largest first, as the model does
+                enc.set_subnet(spec)
+                out, olens, _ = enc(x, xl)
+                assert torch.equal(out, alone[spec][0]), spec
+                assert torch.equal(olens, alone[spec][1])
+    # subsampling once per bit-width; blocks once per (width, bits): 3 + 3 blocks for
+    # width 32 and 16 at each of 2 bit-widths, the depth-2 subnets compute nothing new
+    assert calls.count(("embed",)) == 2
+    assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3
+    assert enc._prefix_cache is None  # the cache lives only inside the context
+
+
+def test_sharing_prefixes_recomputes_for_a_new_input():
+    enc = make_encoder()
+    enc.eval()
+    x, xl, _, _ = batch()
+    with torch.no_grad(), enc.sharing_prefixes():
+        a = enc(x, xl)[0]
+        b = enc(x + 1, xl)[0]
+        enc.set_subnet(None)
+    enc.set_subnet(None)
+    with torch.no_grad():
+        assert torch.equal(b, enc(x + 1, xl)[0])
+        assert not torch.equal(a, b)
 
 
 def test_set_subnet_errors_list_valid_names():

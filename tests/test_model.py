@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 import torch
 
@@ -194,3 +196,29 @@ def test_checkpoint_round_trip_and_mismatch_errors():
     wider = make_model(make_encoder(linear_units=64, grid=dict(subnet_widths=[16, 64], subnet_bits=[4, 8])))
     with pytest.raises(RuntimeError, match="size mismatch"):
         wider.load_state_dict(model.state_dict(), strict=False)
+
+
+def test_shared_prefixes_give_the_same_loss_and_gradients():
+    """The model shares subsampling/block outputs between the subnets of a step; with
+    dropout off, loss and every gradient equal those of computing each subnet alone."""
+    grads = []
+    for share in (True, False):
+        torch.manual_seed(0)
+        model = make_model(subnet_sampling="all")
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        if not share:
+            model.encoder.sharing_prefixes = contextlib.nullcontext
+        loss, _, _ = model(*batch())
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_a, ga), (loss_b, gb) = grads
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5)
+    assert ga.keys() == gb.keys()
+    for n in ga:
+        if ga[n] is None or gb[n] is None:
+            assert ga[n] is None and gb[n] is None, n
+        else:
+            # atol: biases right before BatchNorm have a zero gradient up to rounding
+            assert torch.allclose(ga[n], gb[n], rtol=1e-4, atol=1e-5), n

@@ -1,9 +1,20 @@
 """All-in-one Conformer encoder: elastic depth x FFN width x weight precision."""
 
+import contextlib
 import logging
-from typing import Any, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet.nets.pytorch_backend.transformer.subsampling import (
+    Conv2dSubsampling,
+    Conv2dSubsampling1,
+    Conv2dSubsampling2,
+    Conv2dSubsampling6,
+    Conv2dSubsampling8,
+    TooShortUttError,
+    check_short_utt,
+)
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from typeguard import typechecked
 
@@ -15,6 +26,15 @@ from espnet_allinone.elastic import (
 from espnet_allinone.signature import extend_signature
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
+
+
+_CONV_SUBSAMPLING = (
+    Conv2dSubsampling,
+    Conv2dSubsampling1,
+    Conv2dSubsampling2,
+    Conv2dSubsampling6,
+    Conv2dSubsampling8,
+)
 
 
 class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
@@ -37,8 +57,12 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
             linear_units, macaron_style, ...), unchanged.
 
     Forward: (B, T, input_size), (B,) -> (B, T', output_size), (B,), None, exactly
-    as ``ConformerEncoder``, for the subnet chosen with :meth:`set_subnet`.
+    as ``ConformerEncoder``, for the subnet chosen with :meth:`set_subnet`. Inside
+    :meth:`sharing_prefixes`, subnets forwarded on the same input reuse what they
+    have in common instead of recomputing it.
     """
+
+    _prefix_cache: Optional[Dict[Any, Any]] = None
 
     @typechecked
     def __init__(
@@ -60,6 +84,8 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
             num_blocks=len(blocks),
             linear_units=blocks[0].feed_forward.w_1.weight.size(0),
         )
+        # the space travels with the checkpoint (see AllInOneASRModel.load_state_dict)
+        self.register_buffer("subnet_space_table", self.subnet_space.table())
         shallow = min(s.depth for s in self.subnet_space)
         if any(i >= shallow for i in self.interctc_layer_idx):
             logging.warning(
@@ -77,9 +103,77 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                     ffn.w_1.width_axis, ffn.w_2.width_axis = "out", "in"
             if block.conv_module is not None:
                 block.conv_module.norm = SubnetBatchNorm1d.from_batchnorm(
-                    block.conv_module.norm, self.subnet_space.names
+                    block.conv_module.norm, list(self.subnet_space)
                 )
         self.set_subnet(None)
+
+    @contextlib.contextmanager
+    def sharing_prefixes(self):
+        """Within this context, forwards of several subnets on the same input share
+        computation: the subsampling output between subnets of equal bits, and the
+        output of the first k blocks between subnets of equal width and bits (depth
+        only truncates). Autograd sees one graph, so gradients are those of computing
+        each subnet on its own (in eval mode, bit-identical outputs; in training the
+        shared part draws its dropout masks once). Use it around one batch's subnets.
+        """
+        previous, self._prefix_cache = self._prefix_cache, {}
+        try:
+            yield
+        finally:
+            self._prefix_cache = previous
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: torch.Tensor = None,
+        masks: torch.Tensor = None,
+        ctc=None,
+        return_all_hs: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """ConformerEncoder's forward; (B, T, D), (B,) -> (B, T', D'), (B,), None."""
+        cache = self._prefix_cache
+        if cache is None or masks is not None or return_all_hs or self.interctc_layer_idx:
+            return super().forward(xs_pad, ilens, prev_states, masks, ctc, return_all_hs)
+        inputs = (xs_pad.data_ptr(), tuple(xs_pad.shape), ilens.data_ptr(), tuple(ilens.shape))
+        if cache.get("inputs") != inputs:
+            cache.clear()
+            cache["inputs"] = inputs
+        spec = self.active_subnet
+        blocks = list(self.encoders)
+        start = next(
+            (k for k in range(len(blocks), 0, -1) if (spec.width, spec.bits, k) in cache), 0
+        )
+        if start:
+            xs, masks = cache[(spec.width, spec.bits, start)]
+        elif ("embed", spec.bits) in cache:
+            xs, masks = cache[("embed", spec.bits)]
+        else:
+            xs, masks = self._embed(xs_pad, ilens)
+            cache[("embed", spec.bits)] = (xs, masks)
+        for k in range(start, len(blocks)):
+            xs, masks = blocks[k](xs, masks)
+            cache[(spec.width, spec.bits, k + 1)] = (xs, masks)
+        if isinstance(xs, tuple):
+            xs = xs[0]
+        if self.normalize_before:
+            xs = self.after_norm(xs)
+        return xs, masks.squeeze(1).sum(1), None
+
+    def _embed(self, xs_pad: torch.Tensor, ilens: torch.Tensor):
+        """Input layer, as in ConformerEncoder.forward: -> (x or (x, pos_emb), masks)."""
+        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        if isinstance(self.embed, _CONV_SUBSAMPLING):
+            short, limit = check_short_utt(self.embed, xs_pad.size(1))
+            if short:
+                raise TooShortUttError(
+                    f"has {xs_pad.size(1)} frames and is too short for subsampling "
+                    f"(it needs more than {limit} frames), return empty results",
+                    xs_pad.size(1),
+                    limit,
+                )
+            return self.embed(xs_pad, masks)
+        return self.embed(xs_pad), masks
 
     @property
     def elastic_layers(self) -> ElasticSequential:
