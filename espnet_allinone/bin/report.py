@@ -1,118 +1,370 @@
 #!/usr/bin/env python3
-"""Results table of every decoded subnet: size, compression, WER per set, speed.
+"""Results table of all-in-one subnets, in the shape of the paper's Tables 1-4.
 
     python -m espnet_allinone.bin.report --asr_train_config exp/asr/config.yaml \\
         --asr_model_file exp/asr/valid.acc_mean.ave.pth --decode_dir exp/asr/decode \\
-        --data_dir data/dev data/test data/test_unseen --out_dir exp/asr
+        --data_dir data/dev data/test --out_dir exp/asr \\
+        [--label K] [--other_allinone A:exp/asr_A/config.yaml:exp/asr_A/decode] \\
+        [--separate_decode_dir exp/separate_decode] \\
+        [--baseline_decode_dir exp/asr_baseline/decode --baseline_name 12-2048-32bit] \\
+        [--train_times exp/train_times.json]
 
-Prints the table and writes ``RESULTS.md``, ``results.csv`` and ``wer_vs_size.png``
-(WER against encoder size in MB, one line per test set) into ``--out_dir``.
+Reads hypotheses as ``<decode_dir>/<subnet>/<set>/text`` (and ``rtf``; the layout of
+``espnet_allinone.bin.decode_subnets``), the same for ``--other_allinone`` models and for
+separately trained systems (``<separate_decode_dir>/<subnet>/<set>/text``, each the twin
+of the all-in-one subnet of that name), and ``<baseline_decode_dir>/<set>/text``.
+References are ``<data_dir>/text``; ``<set>`` is the data directory's name.
+
+Per system: architecture, all-in-one or not, +KL, encoder parameters, bits, encoder size,
+training time, compression ratio against the float largest encoder (the paper's
+counting, ``encoders.abs_allinone.compression_ratio``), WER per set and pooled over all
+sets (the paper's "Avg."; sclite if installed, else jiwer), RTF, and MAPSSWE marks
+(alpha = 0.05) against the baseline and against the separately trained twin.
+Writes ``RESULTS.md``, ``results.csv`` and ``wer_vs_size.png`` (average WER against
+encoder size, log scale, all-in-one subnets vs separate systems) into ``--out_dir``.
 """
 
 import argparse
 import csv
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
-from espnet_allinone.scoring.wer import read_text, score
+from espnet_allinone.scoring.mapsswe import matched_segments, mapsswe_from_segments
+from espnet_allinone.scoring.wer import BACKENDS, WER, read_text, resolve_backend, score_files
+from espnet_allinone.subnet import SubnetSpec
+
+ALPHA = 0.05
+AVG = "avg"
+# Paper: blue / yellow cell = better than / no different from the baseline (Sys. 0);
+# * / dagger = better than / no different from the separately trained twin.
+MARK_BASELINE = {"better": "⁺", "same": "⁼", "worse": ""}
+MARK_TWIN = {"better": "*", "same": "†", "worse": ""}
+LEGEND = (
+    "Marks (MAPSSWE, alpha = {alpha}, two-sided; the paper's convention): "
+    "`⁺` significantly better than the baseline (the paper's blue cells), `⁼` no significant "
+    "difference from the baseline (yellow cells); `*` significantly better than the separately "
+    "trained system of the same architecture, `†` no significant difference from it. Where a "
+    "baseline or a twin was given, a missing mark means significantly worse. Avg.: WER pooled "
+    "over all sets (errors / reference words), its marks "
+    "from the segments of all sets. Compression ratio: 32-bit storage of the largest encoder "
+    "over the subnet's storage, counted as in the paper's Tables 2 and 4 (every parameter of a "
+    "quantized block at the subnet's bit-width); enc. size: that storage in MB (1e6 bytes). "
+    "RTF: decoding time / audio time. WER scored by {backend}."
+)
 
 
-def collect(encoder, decode_dir: Path, data_dirs: List[Path]) -> List[Dict]:
-    rows = []
-    for spec in encoder.subnet_space:
-        size = encoder.subnet_size(spec)
-        row = {
-            "subnet": spec.name,
-            "params": size.params,
-            "bits": spec.bits,
-            "size_mb": size.bits / 8 / 1e6,
-            "ratio": encoder.compression_ratio(spec),
-        }
-        rtfs = []
+@dataclass
+class System:
+    """One row: an architecture decoded by one (all-in-one, separate or baseline) system."""
+
+    sys_id: str
+    arch: SubnetSpec
+    kind: str  # "baseline" | "separate" | "allinone"
+    label: str = ""
+    use_kl: Optional[bool] = None
+    params: int = 0
+    size_mb: float = 0.0
+    ratio: float = 1.0
+    train_time: Optional[float] = None
+    hyp_dirs: Dict[str, Path] = field(default_factory=dict)
+    wer: Dict[str, Optional[WER]] = field(default_factory=dict)
+    rtf: Optional[float] = None
+    vs_baseline: Dict[str, str] = field(default_factory=dict)
+    vs_twin: Dict[str, str] = field(default_factory=dict)
+
+
+def _verdict(segs: List[Tuple[int, int]]) -> str:
+    """better / same / worse of system a (first) against b."""
+    result = mapsswe_from_segments(segs, ALPHA)
+    return {"a": "better", "b": "worse", None: "same"}[result.better]
+
+
+def _load_encoder(config: str, model_file: Optional[str]):
+    from espnet2.tasks.asr import ASRTask
+
+    model, _ = ASRTask.build_model_from_file(config, model_file, "cpu")
+    return model
+
+
+def _size(encoder, arch: SubnetSpec) -> Tuple[int, float, float]:
+    size = encoder.subnet_size(arch)
+    return size.params, size.paper_bits / 8 / 1e6, encoder.compression_ratio(arch)
+
+
+def _subdirs(root: Path) -> List[SubnetSpec]:
+    specs = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            specs.append(SubnetSpec.parse(d.name))
+        except ValueError:
+            continue  # not a subnet directory (e.g. logs)
+    return sorted(specs, reverse=True)  # largest first, as the subnet spaces
+
+
+def build_systems(args, sets: List[str]) -> List[System]:
+    """Baseline, separate systems, other all-in-one models, then the main model."""
+    model = _load_encoder(args.asr_train_config, args.asr_model_file)
+    encoder = model.encoder
+    times = json.loads(Path(args.train_times).read_text()) if args.train_times else {}
+    models = []  # (label, model, decode_dir)
+    for other in args.other_allinone:
+        label, config, decode_dir = other.split(":", 2)
+        models.append((label, _load_encoder(config, None), Path(decode_dir)))
+    label = args.label
+    if label is None:  # the paper's letters: K with the KL term, A without
+        label = "K" if getattr(model, "use_kl", False) else "A"
+    models.append((label, model, Path(args.decode_dir)))
+    labels = [m[0] for m in models]
+    if "" in labels or len(set(labels)) != len(labels):
+        raise ValueError(f"all-in-one labels must be distinct and non-empty: {labels}")
+
+    separate = _subdirs(Path(args.separate_decode_dir)) if args.separate_decode_dir else []
+    archs = {s for _, m, _ in models for s in m.encoder.subnet_space} | set(separate)
+    archs = sorted(archs, reverse=True)
+    number = {a: str(i + 1) for i, a in enumerate(archs)}
+
+    def dirs(root: Path) -> Dict[str, Path]:
+        return {s: root / s for s in sets if (root / s / "text").exists()}
+
+    systems = []
+    if args.baseline_decode_dir:
+        largest = encoder.subnet_space.largest
+        arch = SubnetSpec.parse(args.baseline_name or f"{largest.depth}-{largest.width}-32bit")
+        params, mb, ratio = _size(encoder, arch)
+        systems.append(System("0", arch, "baseline", params=params, size_mb=mb, ratio=ratio,
+                              train_time=times.get("baseline"),
+                              hyp_dirs=dirs(Path(args.baseline_decode_dir))))
+    for arch in separate:
+        params, mb, ratio = _size(encoder, arch)
+        systems.append(System(number[arch], arch, "separate", params=params, size_mb=mb,
+                              ratio=ratio, train_time=times.get(arch.name),
+                              hyp_dirs=dirs(Path(args.separate_decode_dir) / arch.name)))
+    for label, m, decode_dir in models:
+        for arch in m.encoder.subnet_space:
+            params, mb, ratio = _size(m.encoder, arch)
+            systems.append(System(f"{number[arch]}{label}", arch, "allinone", label=label,
+                                  use_kl=getattr(m, "use_kl", None), params=params, size_mb=mb,
+                                  ratio=ratio, train_time=times.get(label),
+                                  hyp_dirs=dirs(decode_dir / arch.name)))
+    return systems
+
+
+def score_systems(systems: List[System], data_dirs: List[Path], backend: str) -> None:
+    """WER per set and pooled, RTF, and MAPSSWE verdicts, in place."""
+    sets = [d.name for d in data_dirs]
+    refs = {d.name: read_text(d / "text") for d in data_dirs}
+    hyps = {s.sys_id: {x: read_text(p / "text") for x, p in s.hyp_dirs.items()} for s in systems}
+    for s in systems:
         for d in data_dirs:
-            hyp_dir = decode_dir / spec.name / d.name
-            if (hyp_dir / "text").exists():
-                row[f"wer_{d.name}"] = score(read_text(d / "text"), read_text(hyp_dir / "text")).wer
-                rtfs.append(float((hyp_dir / "rtf").read_text()))
-            else:
-                row[f"wer_{d.name}"] = None
-        row["rtf"] = sum(rtfs) / len(rtfs) if rtfs else None
-        rows.append(row)
-    return rows
+            hyp = s.hyp_dirs.get(d.name)
+            s.wer[d.name] = None if hyp is None else score_files(d / "text", hyp / "text", backend)
+        done = [w for w in s.wer.values() if w is not None]
+        s.wer[AVG] = None
+        if len(done) == len(sets):
+            s.wer[AVG] = WER(errors=sum(w.errors for w in done), words=sum(w.words for w in done),
+                             sentences=sum(w.sentences for w in done))
+        rtfs = [float((p / "rtf").read_text()) for p in s.hyp_dirs.values() if (p / "rtf").exists()]
+        s.rtf = sum(rtfs) / len(rtfs) if rtfs else None
+
+    def compare(a: System, b: System) -> Dict[str, str]:
+        ha, hb = hyps[a.sys_id], hyps[b.sys_id]
+        common = [x for x in sets if x in ha and x in hb]
+        segs = {x: matched_segments(refs[x], ha[x], hb[x]) for x in common}
+        out = {x: _verdict(segs[x]) for x in common}
+        if len(common) == len(sets):
+            out[AVG] = _verdict([seg for x in common for seg in segs[x]])
+        return out
+
+    baseline = next((s for s in systems if s.kind == "baseline"), None)
+    twins = {s.arch: s for s in systems if s.kind == "separate"}
+    for s in systems:
+        if baseline is not None and s is not baseline:
+            s.vs_baseline = compare(s, baseline)
+        if s.kind == "allinone" and s.arch in twins:
+            s.vs_twin = compare(s, twins[s.arch])
 
 
-def markdown(rows: List[Dict], sets: List[str]) -> str:
-    head = ["subnet", "enc. params", "bits", "enc. size [MB]", "compression"] + [f"WER {s} [%]" for s in sets] + ["RTF"]
+def _hours(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 60:.1f}min" if seconds >= 60 else f"{seconds:.0f}s"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{n / 1e3:.1f}k"
+
+
+def _yes_no(v: Optional[bool]) -> str:
+    return "-" if v is None else ("✓" if v else "✗")
+
+
+def markdown(systems: List[System], sets: List[str]) -> str:
+    head = ["Sys.", "Architecture", "All-in-one", "+KL", "#Params enc.", "bits", "enc. size [MB]",
+            "Training time", "Compression ratio"]
+    head += [f"WER {s} [%]" for s in sets] + ["Avg. [%]", "RTF"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["subnet"], f"{r['params'] / 1e6:.2f}M", str(r["bits"]), f"{r['size_mb']:.2f}", f"{r['ratio']:.1f}x"]
-        cells += ["-" if r[f"wer_{s}"] is None else f"{r[f'wer_{s}']:.1f}" for s in sets]
-        cells.append("-" if r["rtf"] is None else f"{r['rtf']:.3f}")
+    seen_labels = set()
+    for s in systems:
+        first_of_block = s.kind != "allinone" or s.label not in seen_labels
+        seen_labels.add(s.label)
+        arch = f"{s.arch} (baseline)" if s.kind == "baseline" else str(s.arch)
+        cells = [s.sys_id, arch, _yes_no(s.kind == "allinone" if s.kind != "baseline" else None),
+                 _yes_no(s.use_kl) if s.kind == "allinone" else "-",
+                 _count(s.params) if first_of_block else f"share ({_count(s.params)})",
+                 str(s.arch.bits), f"{s.size_mb:.2f}" if s.size_mb >= 1 else f"{s.size_mb:.3g}",
+                 _hours(s.train_time) if first_of_block else "", f"{s.ratio:.2f}x"]
+        for key in sets + [AVG]:
+            w = s.wer.get(key)
+            if w is None:
+                cells.append("-")
+                continue
+            mark = MARK_BASELINE[s.vs_baseline[key]] if key in s.vs_baseline else ""
+            mark += MARK_TWIN[s.vs_twin[key]] if key in s.vs_twin else ""
+            cells.append(f"{w.wer:.{2 if key == AVG else 1}f}{mark}")
+        cells.append("-" if s.rtf is None else f"{s.rtf:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: List[Dict], sets: List[str], path: Path) -> None:
+def summary(systems: List[System]) -> str:
+    """The paper's overall figures: all-in-one model vs the separate systems it replaces."""
+    separate = [s for s in systems if s.kind == "separate"]
+    if not separate:
+        return ""
+    out = []
+    sep_params = sum(s.params for s in separate)
+    sep_time = None
+    if all(s.train_time is not None for s in separate):
+        sep_time = sum(s.train_time for s in separate)
+    for label in dict.fromkeys(s.label for s in systems if s.kind == "allinone"):
+        block = [s for s in systems if s.kind == "allinone" and s.label == label]
+        covered = {s.arch for s in block} & {s.arch for s in separate}
+        line = (f"- all-in-one {label}: {len(block)} systems in {_count(block[0].params)} encoder "
+                f"parameters; the {len(separate)} separately trained systems hold "
+                f"{_count(sep_params)} ({sep_params / block[0].params:.2f}x)")
+        if sep_time is not None and block[0].train_time:
+            line += (f"; training {_hours(block[0].train_time)} against {_hours(sep_time)} "
+                     f"in total ({sep_time / block[0].train_time:.2f}x speed-up)")
+        out.append(line + f"; {len(covered)} architectures have a separately trained twin.")
+    return "\n".join(out) + "\n"
+
+
+def csv_rows(systems: List[System], sets: List[str]) -> List[Dict]:
+    rows = []
+    for s in systems:
+        row = {"sys": s.sys_id, "subnet": s.arch.name, "kind": s.kind, "label": s.label,
+               "use_kl": s.use_kl, "params": s.params, "bits": s.arch.bits, "size_mb": s.size_mb,
+               "ratio": s.ratio, "train_time_s": s.train_time}
+        for key in sets + [AVG]:
+            w = s.wer.get(key)
+            row[f"wer_{key}"] = None if w is None else w.wer
+            row[f"vs_baseline_{key}"] = s.vs_baseline.get(key)
+            row[f"vs_separate_{key}"] = s.vs_twin.get(key)
+        row["rtf"] = s.rtf
+        rows.append(row)
+    return rows
+
+
+def plot(systems: List[System], path: Path) -> None:
+    """Average WER against encoder size (log scale): each all-in-one model's subnets,
+    the separate systems and the baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s, marker in zip(sets, "os^vDP"):
-        pts = [(r["size_mb"], r[f"wer_{s}"]) for r in rows if r[f"wer_{s}"] is not None]
-        if pts:  # points, not lines: subnets of similar size differ in kind
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=s)
-    for r in rows:
-        wers = [r[f"wer_{s}"] for s in sets if r[f"wer_{s}"] is not None]
-        if wers:
-            ax.annotate(r["subnet"], (r["size_mb"], min(wers)), fontsize=7, rotation=-30,
-                        textcoords="offset points", xytext=(2, -6), va="top")
+    groups: Dict[str, List[System]] = {}
+    for s in systems:
+        if s.wer.get(AVG) is not None:
+            name = {"baseline": "baseline", "separate": "separately trained"}.get(
+                s.kind, f"all-in-one {s.label}"
+            )
+            groups.setdefault(name, []).append(s)
+    annotated = list(groups)[-1] if groups else None  # the main model: names once
+    allinone_markers = iter("oD^vP<>")
+    for name, members in groups.items():
+        marker = {"baseline": "*", "separately trained": "s"}.get(name) or next(allinone_markers, "o")
+        ax.scatter([s.size_mb for s in members], [s.wer[AVG].wer for s in members], marker=marker,
+                   s=80 if name == "baseline" else 36, label=name)
+        if name == annotated:
+            for s in members:
+                ax.annotate(s.arch.name, (s.size_mb, s.wer[AVG].wer), fontsize=7, rotation=-30,
+                            textcoords="offset points", xytext=(2, -6), va="top")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
     ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("encoder size [MB] (log scale)")
-    ax.set_ylabel("WER [%]")
-    ax.set_title("all-in-one subnets: WER vs encoder size")
+    ax.set_ylabel("WER, all sets [%]")
+    ax.set_title("WER vs encoder size")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if groups:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--asr_train_config", required=True)
     p.add_argument("--asr_model_file", required=True)
-    p.add_argument("--decode_dir", required=True)
-    p.add_argument("--data_dir", nargs="+", required=True)
+    p.add_argument("--decode_dir", required=True, help="<decode_dir>/<subnet>/<set>/text")
+    p.add_argument("--data_dir", nargs="+", required=True, help="test sets (<data_dir>/text)")
     p.add_argument("--out_dir", required=True)
-    args = p.parse_args(argv)
+    p.add_argument("--label", help="this all-in-one model's letter in the table "
+                   "(default: the paper's K with the KL term, A without)")
+    p.add_argument("--other_allinone", action="append", default=[],
+                   metavar="LABEL:TRAIN_CONFIG:DECODE_DIR",
+                   help="another all-in-one model of the same space (repeatable), "
+                   "e.g. A:exp/asr_A/config.yaml:exp/asr_A/decode")
+    p.add_argument("--separate_decode_dir",
+                   help="separately trained systems: DIR/<subnet>/<set>/text")
+    p.add_argument("--baseline_decode_dir", help="the float baseline: DIR/<set>/text")
+    p.add_argument("--baseline_name", help="its architecture, e.g. 12-2048-32bit "
+                   "(default: the largest subnet at 32 bits)")
+    p.add_argument("--train_times", help='JSON {"<label | subnet | baseline>": seconds}')
+    p.add_argument("--wer_backend", choices=BACKENDS, default="auto",
+                   help="auto: sclite if installed, else jiwer")
+    return p
 
-    from espnet2.tasks.asr import ASRTask
 
-    model, _ = ASRTask.build_model_from_file(args.asr_train_config, args.asr_model_file, "cpu")
+def main(argv=None):
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    for other in args.other_allinone:
+        if other.count(":") < 2 or not other.split(":", 1)[0]:
+            parser.error(f"--other_allinone {other!r}: expected LABEL:TRAIN_CONFIG:DECODE_DIR")
     data_dirs = [Path(d) for d in args.data_dir]
     sets = [d.name for d in data_dirs]
-    rows = collect(model.encoder, Path(args.decode_dir), data_dirs)
+    try:
+        systems = build_systems(args, sets)
+    except ValueError as e:
+        parser.error(str(e))
+    backend = resolve_backend(args.wer_backend)
+    score_systems(systems, data_dirs, backend)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(rows, sets)
+    table = markdown(systems, sets)
     (out / "RESULTS.md").write_text(
-        f"# Results\n\nmodel: `{args.asr_model_file}`\n\n{table}\n"
-        "compression: storage of the float largest encoder / storage of the subnet's encoder "
-        "(quantized weights at their bit-width, the rest at 32 bits); RTF: decoding time / audio "
-        "time, one CPU thread.\n"
+        f"# Results\n\nmodel: `{args.asr_model_file}`\n\n{table}\n{summary(systems)}\n"
+        + LEGEND.format(alpha=ALPHA, backend=backend) + "\n"
     )
+    rows = csv_rows(systems, sets)
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, sets, out / "wer_vs_size.png")
-    print(table)
+    plot(systems, out / "wer_vs_size.png")
+    print(table + summary(systems))
     print(f"[report] {out / 'RESULTS.md'}, {out / 'results.csv'}, {out / 'wer_vs_size.png'}")
 
 

@@ -1,8 +1,14 @@
-"""What every all-in-one encoder offers: choose, enter and measure a subnet."""
+"""What every all-in-one encoder offers: choose, enter and measure a subnet.
+
+Size accounting lives here once: :func:`measure` counts the parameters and bits of
+the modules a subnet computes with, and :func:`compression_ratio` turns two such
+counts into the ratio the paper's tables report. The encoders, the report and the
+export all go through these two functions.
+"""
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterable, Optional, Union
+from typing import Iterable, Union
 
 import torch
 
@@ -14,14 +20,74 @@ from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
 class SubnetSize:
     """Size of one subnet's encoder.
 
-    params: parameters the subnet computes with (sliced weights, biases, norms);
-        equals the parameter count of a stock encoder of that depth and width.
-    bits: storage of those parameters, quantized weights at the subnet's bit-width,
-        everything else (biases, norms, and the weights' step sizes) at 32 bits.
+    params: parameters the subnet computes with (sliced weights, biases, norms; no
+        step sizes); equals the parameter count of a stock encoder of that depth and width.
+    bits: storage of a packed export: quantized weights at ``weight_bits``, everything
+        else (biases, norms, unquantized modules, the weights' step sizes) at 32 bits.
+    quantized_params: the part of ``params`` in modules whose weights are quantized.
+    weight_bits: the subnet's weight bit-width (32 = float).
     """
 
     params: int
     bits: int
+    quantized_params: int = 0
+    weight_bits: int = FULL_PRECISION
+
+    @property
+    def paper_bits(self) -> int:
+        """Storage as the paper's tables count it: every parameter of a quantized module
+        (biases and norms included) at ``weight_bits``, the rest at 32 bits."""
+        rest = self.params - self.quantized_params
+        return self.weight_bits * self.quantized_params + FULL_PRECISION * rest
+
+
+def measure(modules: Iterable[torch.nn.Module]) -> SubnetSize:
+    """Size of the active configuration (width, bits) of ``modules``.
+
+    Args:
+        modules: the units of storage a subnet computes with, each yielded once
+            (e.g. the subsampling, each of the first ``depth`` blocks, the final
+            norm). A unit holding quantized weights counts as quantized as a whole
+            in :attr:`SubnetSize.paper_bits`; so a float part (e.g. wav2vec2's CNN
+            feature extractor) must be a unit of its own.
+    Returns:
+        SubnetSize; nothing is initialised or changed (works on ``meta`` tensors).
+    """
+    params = bits = quantized = 0
+    weight_bits = FULL_PRECISION
+    for unit in modules:
+        unit_params, unit_quantized = 0, False
+        for m in unit.modules():
+            if isinstance(m, torch.nn.ParameterDict):
+                continue  # step sizes: counted with their layer below
+            own = dict(m.named_parameters(recurse=False))
+            if isinstance(m, ElasticWeight):
+                w, b = m.sliced()
+                own.pop("weight")
+                own.pop("bias", None)
+                n_b = 0 if b is None else b.numel()
+                unit_params += w.numel() + n_b
+                bits += w.numel() * m.active_bits + n_b * FULL_PRECISION
+                if m.active_bits != FULL_PRECISION:
+                    unit_quantized = True
+                    weight_bits = m.active_bits
+                    bits += w.size(0) * FULL_PRECISION  # one step per output channel
+            n = sum(p.numel() for p in own.values())
+            unit_params += n
+            bits += n * FULL_PRECISION
+        params += unit_params
+        quantized += unit_params if unit_quantized else 0
+    return SubnetSize(params=params, bits=bits, quantized_params=quantized, weight_bits=weight_bits)
+
+
+def compression_ratio(reference: SubnetSize, subnet: SubnetSize, storage: bool = False) -> float:
+    """32-bit storage of ``reference`` (the float baseline) over the storage of ``subnet``.
+
+    By default storage is counted as in the paper's Tables 2 and 4
+    (:attr:`SubnetSize.paper_bits`); ``storage=True`` counts what a packed export
+    holds (:attr:`SubnetSize.bits`: biases, norms and step sizes at 32 bits).
+    """
+    return FULL_PRECISION * reference.params / (subnet.bits if storage else subnet.paper_bits)
 
 
 class AllInOneEncoderMixin:
@@ -41,12 +107,20 @@ class AllInOneEncoderMixin:
         raise NotImplementedError
 
     def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
-        """Top-level modules the subnet ``spec`` computes with (for counting)."""
+        """The units of storage the subnet ``spec`` computes with (see :func:`measure`)."""
         raise NotImplementedError
 
     @property
     def active_subnet(self) -> SubnetSpec:
         return self._active_subnet
+
+    def _configure(self, spec: SubnetSpec, batchnorm: bool = True):
+        self.elastic_layers.set_depth(spec.depth)
+        for m in self.modules():
+            if isinstance(m, ElasticWeight):
+                m.set_active(spec.width if m.width_axis else None, spec.bits)
+            elif batchnorm and isinstance(m, SubnetBatchNorm1d):
+                m.set_active(spec)
 
     def set_subnet(self, subnet: Union[None, str, SubnetSpec] = None) -> SubnetSpec:
         """Make ``subnet`` (name or spec; None = the largest) the one forward computes.
@@ -54,12 +128,7 @@ class AllInOneEncoderMixin:
         Raises ValueError, listing the valid names, if it is not in the space.
         """
         spec = self.subnet_space.get(subnet)
-        self.elastic_layers.set_depth(spec.depth)
-        for m in self.modules():
-            if isinstance(m, ElasticWeight):
-                m.set_active(spec.width if m.width_axis else None, spec.bits)
-            elif isinstance(m, SubnetBatchNorm1d):
-                m.set_active(spec.name)
+        self._configure(spec)
         self._active_subnet = spec
         return spec
 
@@ -73,33 +142,29 @@ class AllInOneEncoderMixin:
             self.set_subnet(previous)
 
     def subnet_size(self, subnet: Union[None, str, SubnetSpec] = None) -> SubnetSize:
-        """Parameter count and weight storage (bits) of ``subnet``'s encoder."""
-        spec = self.subnet_space.get(subnet)
-        params = bits = 0
-        with self.using_subnet(spec):
-            for top in self.subnet_modules(spec):
-                for m in top.modules():
-                    if isinstance(m, torch.nn.ParameterDict):
-                        continue  # step sizes: counted with their layer below
-                    own = dict(m.named_parameters(recurse=False))
-                    if isinstance(m, ElasticWeight):
-                        w, b = m.sliced()
-                        own.pop("weight")
-                        own.pop("bias", None)
-                        params += w.numel()
-                        bits += w.numel() * m.active_bits
-                        if b is not None:
-                            params += b.numel()
-                            bits += b.numel() * FULL_PRECISION
-                        step = m.active_step()
-                        if step is not None:
-                            bits += step.numel() * FULL_PRECISION
-                    n = sum(p.numel() for p in own.values())
-                    params += n
-                    bits += n * FULL_PRECISION
-        return SubnetSize(params=params, bits=bits)
+        """Parameters and storage of ``subnet``'s encoder (None = the largest).
 
-    def compression_ratio(self, subnet: Union[None, str, SubnetSpec] = None) -> float:
-        """Storage of the float (32-bit) largest encoder over that of ``subnet``."""
-        largest = self.subnet_size(None).params
-        return largest * FULL_PRECISION / self.subnet_size(subnet).bits
+        ``subnet`` may also be an architecture outside the space that fits the
+        encoder (e.g. ``12-2048-32bit``, the float baseline, or a separately trained
+        system's shape): it is counted, never run. ValueError if it does not fit.
+        """
+        if subnet is None or subnet in self.subnet_space:
+            spec = self.subnet_space.get(subnet)
+            with self.using_subnet(spec):
+                return measure(self.subnet_modules(spec))
+        spec = SubnetSpec.parse(subnet)
+        previous = self._active_subnet
+        try:
+            self._configure(spec, batchnorm=False)
+            return measure(self.subnet_modules(spec))
+        except ValueError as e:
+            raise ValueError(f"{spec} does not fit this encoder: {e}") from None
+        finally:
+            self.set_subnet(previous)
+
+    def compression_ratio(
+        self, subnet: Union[None, str, SubnetSpec] = None, storage: bool = False
+    ) -> float:
+        """:func:`compression_ratio` of ``subnet`` against the float largest encoder."""
+        reference = self.subnet_size(self.subnet_space.largest)
+        return compression_ratio(reference, self.subnet_size(subnet), storage=storage)

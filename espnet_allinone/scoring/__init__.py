@@ -1,1 +1,1 @@
-"""Scoring: WER and reports."""
+"""Scoring: WER (NIST sclite, or jiwer), MAPSSWE significance test."""
