@@ -10,7 +10,7 @@
 #   4 train      espnet2.bin.asr_train --encoder allinone_conformer --model allinone (resumable)
 #   5 decode     every subnet on dev/test/test_unseen (espnet_allinone.bin.decode_subnets)
 #   6 report     WER, size, compression and RTF per subnet; RESULTS.md + wer_vs_size.png
-# Usage: ./run.sh [--stage N] [--stop_stage N] [--num_train N] [--max_epoch N] [--nj N]
+# Usage: ./run.sh [--stage N] [--stop_stage N] [--num_train N] [--max_epoch N] [--nj N] [--ngpu 0|1]
 #                 [--token_type char|bpe] [--nbpe N] [--train_config FILE] [--decode_config FILE]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,6 +24,7 @@ num_test=200
 num_test_unseen=100
 seed=0
 nj=2
+ngpu=0
 token_type=char
 nbpe=150
 max_epoch=
@@ -107,7 +108,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
         --train_shape_file "${stats_dir}/train/text_shape.${token_type}" \
         --valid_shape_file "${stats_dir}/valid/speech_shape" \
         --valid_shape_file "${stats_dir}/valid/text_shape.${token_type}" \
-        --resume true --output_dir "${expdir}" --ngpu 0 2>&1 \
+        --resume true --output_dir "${expdir}" --ngpu "${ngpu}" 2>&1 \
         | tee -a "${expdir}/train.log" \
         | { grep --line-buffered -E "epoch results|[0-9]+epoch:train:" || true; } \
         | sed -u -E 's/^.*\) INFO: //; s/(.{200}).*/\1 .../'; then
@@ -121,6 +122,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     python -m espnet_allinone.bin.decode_subnets --asr_train_config "${expdir}/config.yaml" \
         --asr_model_file "${model_file}" --data_dir data/dev data/test data/test_unseen \
         --subnets all --config "${decode_config}" --output_dir "${expdir}/decode" --nj "${nj}" \
+        --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
         2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
 fi
 
