@@ -12,7 +12,7 @@ import itertools
 import random
 import re
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -185,6 +185,18 @@ class SubnetSpace:
         rng = rng or random
         chosen += rng.sample(rest, min(num_random, len(rest)))
         return chosen
+
+    @classmethod
+    def from_encoder_conf(cls, encoder_conf: Dict[str, Any]) -> "SubnetSpace":
+        """The space an ``encoder_conf`` (of a training YAML) declares."""
+        return cls(
+            encoder_conf.get("subnets"),
+            encoder_conf.get("subnet_depths"),
+            encoder_conf.get("subnet_widths"),
+            encoder_conf.get("subnet_bits"),
+            num_blocks=encoder_conf.get("num_blocks"),
+            linear_units=encoder_conf.get("linear_units"),
+        )
 
     def table(self) -> torch.Tensor:
         """(N, 3) float tensor of (depth, width, bits), the largest first: stored in

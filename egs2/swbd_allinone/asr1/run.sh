@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# All-in-one compression on Switchboard-300h: the paper's Tables 1-2 with ESPnet's asr.sh.
+#   stage 1  data + token list + feature shapes: asr.sh stages 1-10, once (baseline config)
+#   stage 2  train every system of --systems: asr.sh stage 11, exp/asr_<system>
+#   stage 3  decode every subnet of every system: local/decode_subnets.sh (asr.sh 12-13)
+#   stage 4  tables: local/results.sh (report CLI: WER per set, average, size, ratio,
+#            MAPSSWE marks, training time from the logs)
+# Usage: ./run.sh [--stage N] [--stop_stage N] [--table 1|2|all] [--systems "K A ..."]
+#                 [--ngpu N] [asr.sh options, e.g. --num_nodes 2 --inference_nj 32]
+# Multi-GPU / multi-node training is ESPnet's own (--ngpu N [--num_nodes M], DDP); the
+# all-in-one configs set `unused_parameters: true` where a step can leave parameters unused.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=1
+stop_stage=4
+table=all
+systems=
+ngpu=1
+nj=32
+inference_nj=32
+. ./path.sh
+. ./cmd.sh
+. local/systems.sh
+asr_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --stage|--stop_stage|--table|--systems|--ngpu|--nj|--inference_nj)
+            printf -v "${1#--}" '%s' "$2"; shift 2 ;;
+        *) asr_args+=("$1"); shift ;;
+    esac
+done
+case "${table}" in
+    1) default_systems=${table1_systems} ;;
+    2) default_systems=${table2_systems} ;;
+    all) default_systems=$(echo ${table1_systems} ${table2_systems} | tr ' ' '\n' | awk '!seen[$0]++') ;;
+    *) echo "--table must be 1, 2 or all: ${table}" >&2; exit 1 ;;
+esac
+systems=${systems:-${default_systems}}
+
+train_set=train_nodup
+valid_set=train_dev
+test_sets="eval2000_swbd eval2000_callhm rt02_swbd1 rt02_swbd2 rt02_swbd3 rt03_swbd rt03_fsh"
+stats_dir=exp/asr_stats_raw_en_bpe2000_sp
+common=(
+    --lang en --ngpu "${ngpu}" --nj "${nj}" --inference_nj "${inference_nj}"
+    --token_type bpe --nbpe 2000 --bpe_train_text "dump/raw/${train_set}_sp/text"
+    --feats_type raw --speed_perturb_factors "1.1 0.9 1.0" --use_lm false
+    --train_set "${train_set}" --valid_set "${valid_set}" --test_sets "${test_sets}"
+    --asr_stats_dir "${stats_dir}" --local_data_opts "" --score_opts "-s"
+)
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    [ -x asr.sh ] || { echo "run local/setup_espnet.sh first (links ESPnet's asr.sh)" >&2; exit 1; }
+    # Feature statistics depend only on the front-end, which every system shares.
+    ./asr.sh "${common[@]}" --stage 1 --stop_stage 10 \
+        --asr_config "$(system_config baseline)" "${asr_args[@]}"
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    for s in ${systems}; do
+        ./asr.sh "${common[@]}" --stage 11 --stop_stage 11 \
+            --asr_config "$(system_config "${s}")" --asr_exp "exp/asr_${s}" "${asr_args[@]}"
+    done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    for s in ${systems}; do
+        local/decode_subnets.sh --asr_exp "exp/asr_${s}" -- "${common[@]}" "${asr_args[@]}"
+    done
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    local/results.sh --table "${table}" --test_sets "${test_sets}"
+fi
