@@ -215,8 +215,7 @@ class AllInOneASRModel(ESPnetASRModel):
             f"{k}_{s}": None for s in space for k in SUBNET_STATS
         }
         total, ref = None, None
-        share = getattr(self.encoder, "sharing_prefixes", contextlib.nullcontext)
-        with self.encoder.using_subnet(None), share():
+        with self.encoder.using_subnet(None), self.encoder.sharing_prefixes():
             for spec in subnets:
                 self.encoder.set_subnet(spec)
                 loss, sub_stats, outs = self._subnet_forward(

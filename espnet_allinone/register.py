@@ -15,13 +15,16 @@ from espnet_allinone.subnet import SubnetSpec
 
 
 def register_asr_task(asr: Optional[ModuleType] = None) -> None:
-    """Add ``allinone_conformer`` to encoder_choices and ``allinone`` to model_choices."""
+    """Add ``allinone_conformer`` and ``allinone_wav2vec2`` to encoder_choices and
+    ``allinone`` to model_choices."""
     if asr is None:
         import espnet2.tasks.asr as asr
     from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
+    from espnet_allinone.encoders.wav2vec2 import AllInOneWav2Vec2Encoder
     from espnet_allinone.model import AllInOneASRModel
 
     asr.encoder_choices.classes["allinone_conformer"] = AllInOneConformerEncoder
+    asr.encoder_choices.classes["allinone_wav2vec2"] = AllInOneWav2Vec2Encoder
     asr.model_choices.classes["allinone"] = AllInOneASRModel
 
 

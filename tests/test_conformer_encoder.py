@@ -5,7 +5,7 @@ from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
 from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
-from tests.conftest import GRID, IDIM, TINY, batch, make_encoder
+from tests.conftest import IDIM, TINY, batch, make_encoder
 
 CONFIGS = [
     dict(),

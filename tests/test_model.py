@@ -3,7 +3,7 @@ import contextlib
 import pytest
 import torch
 
-from espnet_allinone.model import LAMBDA_PRESETS, AllInOneASRModel
+from espnet_allinone.model import LAMBDA_PRESETS
 from espnet_allinone.subnet import SubnetSpec
 from tests.conftest import batch, make_encoder, make_model
 

@@ -8,7 +8,7 @@ export all go through these two functions.
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Any, Dict, Iterable, Optional, Union
 
 import torch
 
@@ -109,6 +109,22 @@ class AllInOneEncoderMixin:
     def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
         """The units of storage the subnet ``spec`` computes with (see :func:`measure`)."""
         raise NotImplementedError
+
+    _prefix_cache: Optional[Dict[Any, Any]] = None
+
+    @contextlib.contextmanager
+    def sharing_prefixes(self):
+        """Within this context, forwards of several subnets on the same input reuse
+        what they compute alike instead of recomputing it (what that is depends on
+        the encoder: see its ``forward``). Autograd sees one graph, so gradients are
+        those of computing each subnet alone. AllInOneASRModel opens it around the
+        subnets of one batch; outside it nothing is cached.
+        """
+        previous, self._prefix_cache = self._prefix_cache, {}
+        try:
+            yield
+        finally:
+            self._prefix_cache = previous
 
     @property
     def active_subnet(self) -> SubnetSpec:

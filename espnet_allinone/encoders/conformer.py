@@ -1,8 +1,7 @@
 """All-in-one Conformer encoder: elastic depth x FFN width x weight precision."""
 
-import contextlib
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
@@ -58,11 +57,11 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
 
     Forward: (B, T, input_size), (B,) -> (B, T', output_size), (B,), None, exactly
     as ``ConformerEncoder``, for the subnet chosen with :meth:`set_subnet`. Inside
-    :meth:`sharing_prefixes`, subnets forwarded on the same input reuse what they
-    have in common instead of recomputing it.
+    :meth:`sharing_prefixes`, subnets forwarded on the same input share the
+    subsampling output (equal bits) and the output of the first k blocks (equal
+    width and bits: depth only truncates); in eval mode the outputs are
+    bit-identical, in training the shared part draws its dropout masks once.
     """
-
-    _prefix_cache: Optional[Dict[Any, Any]] = None
 
     @typechecked
     def __init__(
@@ -106,21 +105,6 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                     block.conv_module.norm, list(self.subnet_space)
                 )
         self.set_subnet(None)
-
-    @contextlib.contextmanager
-    def sharing_prefixes(self):
-        """Within this context, forwards of several subnets on the same input share
-        computation: the subsampling output between subnets of equal bits, and the
-        output of the first k blocks between subnets of equal width and bits (depth
-        only truncates). Autograd sees one graph, so gradients are those of computing
-        each subnet on its own (in eval mode, bit-identical outputs; in training the
-        shared part draws its dropout masks once). Use it around one batch's subnets.
-        """
-        previous, self._prefix_cache = self._prefix_cache, {}
-        try:
-            yield
-        finally:
-            self._prefix_cache = previous
 
     def forward(
         self,

@@ -1,0 +1,375 @@
+"""allinone_wav2vec2: a tiny random HF Wav2Vec2ForCTC saved to disk, loaded by the encoder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+transformers = pytest.importorskip("transformers")
+from transformers import (  # noqa: E402
+    BertConfig,
+    Wav2Vec2Config,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Model,
+)
+
+from espnet2.asr.ctc import CTC  # noqa: E402
+from espnet2.tasks.asr import ASRTask  # noqa: E402
+from espnet2.torch_utils.load_pretrained_model import load_pretrained_model  # noqa: E402
+
+from espnet_allinone.bin import hf_token_list  # noqa: E402
+from espnet_allinone.elastic import ElasticLinear, ElasticWeight  # noqa: E402
+from espnet_allinone.encoders.wav2vec2 import AllInOneWav2Vec2Encoder  # noqa: E402
+from espnet_allinone.quant import integer_codes, qmax  # noqa: E402
+
+CHARS = list("abcde")
+HIDDEN, UNITS, LAYERS = 32, 64, 3
+GRID = dict(subnet_depths=[2, 3], subnet_widths=[32, 64], subnet_bits=[4, 32])
+
+
+def save_tiny_checkpoint(path: Path, pad_id: int = 0, seed: int = 0) -> Path:
+    """A random Wav2Vec2ForCTC with a char vocabulary, saved as from the hub."""
+    torch.manual_seed(seed)
+    specials = ["<s>", "</s>", "<unk>", "|"]
+    specials.insert(pad_id, "<pad>")
+    vocab = {t: i for i, t in enumerate(specials + CHARS)}
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab), hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+        num_attention_heads=2, intermediate_size=UNITS, conv_dim=(16,) * 4, conv_kernel=(10, 4, 4, 4),
+        conv_stride=(5, 4, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0, layerdrop=0.0, pad_token_id=pad_id,
+    )
+    Wav2Vec2ForCTC(config).save_pretrained(path)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    Wav2Vec2CTCTokenizer(str(path / "vocab.json")).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("w2v2"))
+
+
+def make_encoder(ckpt, grid=GRID, **kw) -> AllInOneWav2Vec2Encoder:
+    return AllInOneWav2Vec2Encoder(1, str(ckpt), **grid, **kw).eval()
+
+
+def waveforms(lengths=(4000, 3000), seed=0):
+    """Zero-padded batch (B, L), lengths (B,), and the unpadded arrays."""
+    rng = np.random.default_rng(seed)
+    wavs = [rng.normal(0.1, 0.3, n).astype(np.float32) for n in lengths]
+    xs = torch.zeros(len(wavs), max(lengths))
+    for i, w in enumerate(wavs):
+        xs[i, : len(w)] = torch.from_numpy(w)
+    return xs, torch.tensor(lengths), wavs
+
+
+def hf_inputs(wavs):
+    """What HF's own pipeline feeds the model (normalised, padded, attention mask)."""
+    fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    return fe(wavs, sampling_rate=16000, padding=True, return_tensors="pt")
+
+
+@pytest.mark.parametrize("lengths", [(4000,), (4000, 3000)])
+def test_largest_float_subnet_with_head_equals_hf_logits(ckpt, tmp_path, lengths):
+    hf = Wav2Vec2ForCTC.from_pretrained(ckpt).eval()
+    hf_token_list.main(["--hf_model", str(ckpt), "--output_dir", str(tmp_path)])
+    tokens = (tmp_path / "tokens.txt").read_text().split()
+    ctc = CTC(len(tokens), HIDDEN)
+    ctc.load_state_dict({k[len("ctc."):]: v for k, v in torch.load(tmp_path / "ctc_head.pth").items()})
+    encoder = make_encoder(ckpt)
+    xs, ilens, wavs = waveforms(lengths)
+    inputs = hf_inputs(wavs)
+    with torch.no_grad():
+        ref = hf(inputs.input_values, attention_mask=inputs.attention_mask).logits
+        out, olens, _ = encoder(xs, ilens)
+        logits = ctc.ctc_lo(out)
+    assert encoder.active_subnet.name == "3-64-32bit"
+    assert olens.tolist() == hf._get_feat_extract_output_lengths(ilens).tolist()
+    for b, n in enumerate(olens.tolist()):
+        torch.testing.assert_close(logits[b, :n], ref[b, :n], atol=1e-5, rtol=1e-4)
+
+
+def test_l2_order_keeps_the_full_model_and_ranks_units(ckpt):
+    stored, ordered = make_encoder(ckpt, ffn_order="stored"), make_encoder(ckpt, ffn_order="l2")
+    xs, ilens, _ = waveforms()
+    with torch.no_grad():
+        a, b = stored(xs, ilens)[0], ordered(xs, ilens)[0]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for s_layer, o_layer in zip(stored.wav2vec2.encoder.layers, ordered.wav2vec2.encoder.layers):
+        ffn = o_layer.feed_forward
+        importance = ffn.intermediate_dense.weight.norm(dim=1) * ffn.output_dense.weight.norm(dim=0)
+        assert torch.all(importance[:-1] >= importance[1:])
+        assert not torch.equal(ffn.intermediate_dense.weight, s_layer.feed_forward.intermediate_dense.weight)
+
+
+@pytest.mark.parametrize("subnet", ["2-32-32bit", "3-32-32bit", "2-64-32bit"])
+def test_sliced_subnet_equals_smaller_hf_model(ckpt, subnet):
+    encoder = make_encoder(ckpt)
+    encoder.set_subnet(subnet)
+    depth, width = encoder.active_subnet.depth, encoder.active_subnet.width
+    config = Wav2Vec2Config.from_pretrained(ckpt, num_hidden_layers=depth, intermediate_size=width,
+                                            mask_time_prob=0.0)
+    small = Wav2Vec2Model(config).eval()
+    state = {}
+    for k, v in encoder.wav2vec2.state_dict().items():
+        if "weight_log_step" in k or k == "masked_spec_embed":
+            continue
+        if k.startswith("encoder.layers.") and int(k.split(".")[2]) >= depth:
+            continue
+        if k.endswith("intermediate_dense.weight") or k.endswith("intermediate_dense.bias"):
+            v = v[:width]
+        elif k.endswith("output_dense.weight"):
+            v = v[:, :width]
+        state[k] = v
+    small.load_state_dict(state, strict=False)
+    assert set(small.state_dict()) - set(state) <= {"masked_spec_embed"}
+    xs, ilens, wavs = waveforms()
+    inputs = hf_inputs(wavs)
+    with torch.no_grad():
+        ref = small(inputs.input_values, attention_mask=inputs.attention_mask).last_hidden_state
+        out, olens, _ = encoder(xs, ilens)
+    for b, n in enumerate(olens.tolist()):
+        torch.testing.assert_close(out[b, :n], ref[b, :n], atol=1e-5, rtol=1e-4)
+
+
+def test_front_end_stays_float_layers_are_quantized(ckpt):
+    encoder = make_encoder(ckpt)
+    w2v = encoder.wav2vec2
+    for part in (w2v.feature_extractor, w2v.feature_projection, w2v.encoder.pos_conv_embed):
+        assert not any(isinstance(m, ElasticWeight) for m in part.modules())
+        assert not any("weight_log_step" in n for n, _ in part.named_parameters())
+    for layer in w2v.encoder.layers:
+        linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(linears) == 6 and all(isinstance(m, ElasticLinear) for m in linears)
+        assert all(list(m.weight_log_step) == ["4bit"] for m in linears)
+    xs, ilens, _ = waveforms()
+    outs = {}
+    for subnet in ["3-64-32bit", "3-64-4bit"]:
+        encoder.set_subnet(subnet)
+        with torch.no_grad():
+            outs[subnet] = (encoder.front_end(xs, ilens)[0], encoder(xs, ilens)[0])
+    # same float front end, different (quantized) Transformer output
+    assert torch.equal(outs["3-64-32bit"][0], outs["3-64-4bit"][0])
+    assert not torch.allclose(outs["3-64-32bit"][1], outs["3-64-4bit"][1])
+
+
+def test_quantized_weights_lie_on_the_grid(ckpt):
+    encoder = make_encoder(ckpt)
+    encoder.set_subnet("2-32-4bit")
+    checked = 0
+    for layer in list(encoder.wav2vec2.encoder.layers)[:2]:
+        for m in layer.modules():
+            if isinstance(m, ElasticLinear):
+                w, _ = m.active_weight()
+                step = m.active_step()
+                codes, _ = integer_codes(m.sliced()[0], step, 4)
+                assert codes.abs().max() <= qmax(4)
+                torch.testing.assert_close(w, codes.float() * step)
+                assert w.shape[0] == 32 or w.shape[1] == 32 or w.shape == (HIDDEN, HIDDEN)
+                checked += 1
+    assert checked == 12
+
+
+def test_front_end_runs_once_per_step_and_shares_the_time_mask(ckpt):
+    encoder = AllInOneWav2Vec2Encoder(1, str(ckpt), **GRID, mask_time_prob=0.5, mask_time_length=2).train()
+    calls = []
+    encoder.wav2vec2.feature_extractor.register_forward_hook(lambda *a: calls.append(1))
+    xs, ilens, _ = waveforms()
+    masked = []
+    encoder.wav2vec2.encoder.register_forward_pre_hook(lambda m, args: masked.append(args[0].detach()))
+    with encoder.using_subnet(None), encoder.sharing_prefixes():  # as AllInOneASRModel runs a step
+        for subnet in ["3-64-32bit", "2-32-4bit"]:
+            encoder.set_subnet(subnet)
+            encoder(xs[:, : int(ilens.max())], ilens)
+    assert len(calls) == 1
+    assert torch.equal(masked[0], masked[1])
+    assert encoder.active_subnet.name == "3-64-32bit"
+    encoder(xs, ilens)  # outside a step: computed again, new mask
+    assert len(calls) == 2
+
+
+def test_bad_subnet_lists_the_space(ckpt):
+    encoder = make_encoder(ckpt)
+    with pytest.raises(ValueError, match="valid subnets: 3-64-32bit"):
+        encoder.set_subnet("1-64-32bit")
+    with pytest.raises(ValueError, match="wider than the encoder"):
+        make_encoder(ckpt, grid=dict(subnet_widths=[128]))
+
+
+def test_not_a_wav2vec2_checkpoint(ckpt, tmp_path):
+    with pytest.raises(ValueError, match="not a Hugging Face wav2vec2 checkpoint"):
+        AllInOneWav2Vec2Encoder(1, str(tmp_path))
+    bert = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    bert.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'bert' model, not 'wav2vec2'"):
+        AllInOneWav2Vec2Encoder(1, str(tmp_path))
+    with pytest.raises(ValueError, match="input_size: 1"):
+        AllInOneWav2Vec2Encoder(80, str(ckpt))
+
+
+@pytest.mark.parametrize("pad_id", [0, 2])
+def test_hf_token_list_puts_blank_first_and_permutes_the_head(tmp_path, pad_id):
+    ckpt = save_tiny_checkpoint(tmp_path / "ckpt", pad_id=pad_id)
+    hf_token_list.main(["--hf_model", str(ckpt), "--output_dir", str(tmp_path / "tok")])
+    tokens = (tmp_path / "tok" / "tokens.txt").read_text().split()
+    vocab = json.loads((ckpt / "vocab.json").read_text())
+    assert tokens[0] == "<blank>" and len(tokens) == len(vocab)
+    assert {"<space>", "<sos/eos>", "<unk>", *CHARS} <= set(tokens)
+    head = torch.load(tmp_path / "tok" / "ctc_head.pth")
+    lm_head = Wav2Vec2ForCTC.from_pretrained(ckpt).lm_head
+    hf_name = {"<blank>": "<pad>", "<space>": "|", "<sos/eos>": "</s>"}
+    for i, t in enumerate(tokens):
+        j = vocab[hf_name.get(t, t)]
+        assert torch.equal(head["ctc.ctc_lo.weight"][i], lm_head.weight[j].detach())
+
+
+def test_hf_token_list_rejects_a_checkpoint_without_vocabulary(tmp_path):
+    with pytest.raises(ValueError, match="no wav2vec2 CTC vocabulary"):
+        hf_token_list.espnet_vocabulary(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_wav2vec2_base_compression_ratios_and_sizes(tmp_path):
+    """Table 4's architecture: parameter counts (94m/87m/85m/79m) and ratios."""
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=32)).save_pretrained(tmp_path)
+    encoder = AllInOneWav2Vec2Encoder(
+        1, str(tmp_path), subnet_depths=[11, 12], subnet_widths=[2560, 3072], subnet_bits=[6, 8],
+        mask_time_prob=0.0,
+    )
+    millions = {s: round(encoder.subnet_size(s).params / 1e6) for s in
+                ["12-3072-8bit", "11-3072-8bit", "12-2560-8bit", "11-2560-8bit"]}
+    assert millions == {"12-3072-8bit": 94, "11-3072-8bit": 87, "12-2560-8bit": 85, "11-2560-8bit": 79}
+    # the paper's Table 4 ratios against the float 12-3072 model
+    table4 = {"12-3072-8bit": 3.08, "12-3072-6bit": 3.72, "12-2560-8bit": 3.34, "12-2560-6bit": 4.00,
+              "11-3072-8bit": 3.27, "11-3072-6bit": 3.93, "11-2560-8bit": 3.53, "11-2560-6bit": 4.22}
+    largest = encoder.subnet_size("12-3072-8bit").params
+    for s, r in table4.items():
+        assert abs(encoder.compression_ratio(s) - r) < 0.02, (s, encoder.compression_ratio(s), r)
+        # Table 4 within 0.01 (7 of 8 equal at two decimals) when quantized weights count at their
+        # bit-width and everything else (biases, norms, float CNN/projection/positional conv) at
+        # 32 bits, step sizes left out
+        with encoder.using_subnet(s) as spec:
+            steps = sum(m.sliced()[0].size(0) for layer in list(encoder.elastic_layers)
+                        for m in layer.modules() if isinstance(m, ElasticWeight))
+            assert len(list(encoder.elastic_layers)) == spec.depth
+        ratio = 32 * largest / (encoder.subnet_size(s).bits - 32 * steps)
+        assert abs(ratio - r) < 0.01, (s, ratio, r)
+
+
+# ---- end to end, through the stock ESPnet entry points as asr.sh calls them ----
+
+def _write_data(root: Path, n: int, seed: int):
+    """n utterances of 0.6-1.2 s: one tone per character of a random 2-4 char text."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    scp, text, shape = [], [], []
+    for i in range(n):
+        uid = f"{root.name}_{i:02d}"
+        chars = rng.choice(CHARS, size=rng.integers(2, 5))
+        wav = np.concatenate(
+            [np.sin(2 * np.pi * (300 + 150 * CHARS.index(c)) * np.arange(4800) / 16000) for c in chars]
+        ) * 0.3 + rng.normal(0, 0.01, len(chars) * 4800)
+        soundfile.write(root / f"{uid}.wav", wav.astype(np.float32), 16000)
+        scp.append(f"{uid} {root / (uid + '.wav')}")
+        text.append(f"{uid} {''.join(chars)}")
+        shape.append(f"{uid} {len(wav)}")
+    for name, lines in [("wav.scp", scp), ("text", text), ("speech_shape", shape)]:
+        (root / name).write_text("\n".join(lines) + "\n")
+
+
+def _run(args, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(ckpt, tmp_path_factory):
+    d = tmp_path_factory.mktemp("w2v2_e2e")
+    _write_data(d / "train", 6, 0)
+    _write_data(d / "dev", 2, 1)
+    _run([sys.executable, "-m", "espnet_allinone.bin.hf_token_list", "--hf_model", str(ckpt),
+          "--output_dir", "tokens"], cwd=d)
+    config = {
+        "input_size": 1, "frontend": None, "specaug": None, "normalize": None,
+        "encoder": "allinone_wav2vec2",
+        "encoder_conf": {"hf_model": str(ckpt), **GRID, "mask_time_prob": 0.05, "mask_time_length": 2},
+        "model": "allinone",
+        "model_conf": {"ctc_weight": 1.0, "lambda_preset": "ssl", "subnet_sampling": "sandwich"},
+        "init_param": ["tokens/ctc_head.pth"],
+        "optim": "adamw", "optim_conf": {"lr": 1e-3},
+        "scheduler": "piecewiselinearwarmuplr",
+        "scheduler_conf": {"warmup_steps_list": [0, 1, 3], "warmup_lr_list": [0.0, 1e-3, 0.0]},
+        "batch_type": "unsorted", "batch_size": 2, "max_epoch": 1,
+        "best_model_criterion": [["valid", "loss", "min"]],
+        "num_workers": 0, "use_tensorboard": False, "seed": 0,
+    }
+    (d / "train.yaml").write_text(yaml.safe_dump(config))
+    proc = _run(
+        [
+            sys.executable, "-m", "espnet2.bin.asr_train", "--config", "train.yaml",
+            "--token_type", "char", "--token_list", "tokens/tokens.txt", "--use_preprocessor", "true",
+            "--train_data_path_and_name_and_type", "train/wav.scp,speech,sound",
+            "--train_data_path_and_name_and_type", "train/text,text,text",
+            "--train_shape_file", "train/speech_shape",
+            "--valid_data_path_and_name_and_type", "dev/wav.scp,speech,sound",
+            "--valid_data_path_and_name_and_type", "dev/text,text,text",
+            "--valid_shape_file", "dev/speech_shape",
+            "--output_dir", "exp", "--ngpu", "0",
+        ],
+        cwd=d,
+    )
+    (d / "exp" / "train.log").write_text(proc.stderr)
+    return d
+
+
+@pytest.mark.slow
+def test_stock_asr_train_fine_tunes_allinone_wav2vec2(trained, ckpt):
+    config = yaml.safe_load((trained / "exp" / "config.yaml").read_text())
+    assert config["encoder"] == "allinone_wav2vec2" and config["model"] == "allinone"
+    log = (trained / "exp" / "train.log").read_text()
+    for subnet in ["3-64-32bit", "3-64-4bit", "2-32-32bit", "2-32-4bit"]:
+        assert f"cer_ctc_{subnet}=" in log, subnet
+    # ESPnet's init_param, as asr_train applies it, starts the CTC layer from lm_head
+    assert config["init_param"] == ["tokens/ctc_head.pth"]
+    model, _ = ASRTask.build_model_from_file(trained / "exp" / "config.yaml", device="cpu")
+    load_pretrained_model(str(trained / "tokens" / "ctc_head.pth"), model, False)
+    head = torch.load(trained / "tokens" / "ctc_head.pth")
+    assert torch.equal(model.ctc.ctc_lo.weight, head["ctc.ctc_lo.weight"])
+
+
+def _decode(d: Path, subnet: str):
+    out = d / f"decode_{subnet}"
+    (d / f"decode_{subnet}.yaml").write_text(
+        yaml.safe_dump({"beam_size": 2, "ctc_weight": 1.0, "subnet": subnet})
+    )
+    proc = _run(
+        [
+            sys.executable, "-m", "espnet2.bin.asr_inference", "--config", f"decode_{subnet}.yaml",
+            "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/1epoch.pth",
+            "--data_path_and_name_and_type", "dev/wav.scp,speech,sound",
+            "--output_dir", str(out), "--ngpu", "0",
+        ],
+        cwd=d,
+    )
+    assert f"decoding with subnet {subnet}" in proc.stderr
+    score = (out / "1best_recog" / "score").read_text().splitlines()
+    assert len(score) == 2
+    return score
+
+
+@pytest.mark.slow
+def test_stock_asr_inference_decodes_two_subnets(trained):
+    assert _decode(trained, "3-64-32bit") != _decode(trained, "2-32-4bit")
