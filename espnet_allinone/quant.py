@@ -1,4 +1,5 @@
-"""Symmetric weight quantization: LSQ fake-quant for training, integer codes for export.
+"""Symmetric weight quantization: LSQ fake-quant for training; integer codes and their
+packing for export.
 
 A weight ``w`` quantized to ``b`` bits with per-output-channel step ``s`` is
 ``clamp(round(w / s), -Q, Q) * s`` with ``Q = 2**(b-1) - 1`` (a symmetric grid of
@@ -8,7 +9,7 @@ learns ``s`` as in LSQ (Esser et al., 2020), whose gradient is scaled by
 """
 
 import math
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 
@@ -70,3 +71,56 @@ def integer_codes(
     q = qmax(bits)
     codes = torch.clamp((weight / step).round(), -q, q).to(torch.int8)
     return codes, step.detach().clone()
+
+
+def _check_codes(codes: torch.Tensor, bits: int) -> int:
+    q = qmax(bits)
+    if codes.numel() and (int(codes.min()) < -q or int(codes.max()) > q):
+        raise ValueError(f"integer codes outside the {bits}-bit grid -{q}..{q}")
+    return q
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack integer codes densely, ``bits`` bits each, into bytes.
+
+    Every code ``c`` in ``-Q..Q`` is stored as the unsigned field ``c + Q`` of
+    ``bits`` bits; fields follow each other in flattened order, least significant
+    bit first, with no padding but at the very end. So 4-bit codes take two per
+    byte (the first in the low nibble), 8-bit codes one byte each, 2-bit codes four
+    per byte, and 3/5/6/7-bit codes straddle byte boundaries.
+
+    Args:
+        codes: integer codes of any shape (e.g. from :func:`integer_codes`).
+        bits: 2..8.
+    Returns:
+        (ceil(codes.numel() * bits / 8),) uint8.
+    """
+    if bits == FULL_PRECISION:
+        raise ValueError("32-bit weights have no integer codes to pack")
+    q = _check_codes(codes, bits)
+    fields = (codes.reshape(-1).to(torch.int16) + q).to(torch.uint8)
+    if bits == 8:
+        return fields.clone()
+    bitstream = (fields.unsqueeze(1) >> torch.arange(bits, dtype=torch.uint8)) & 1
+    bitstream = torch.nn.functional.pad(bitstream.reshape(-1), (0, (-bitstream.numel()) % 8))
+    weights = torch.arange(8, dtype=torch.uint8)
+    return (bitstream.reshape(-1, 8) << weights).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, shape: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`: (nbytes,) uint8 -> int8 codes of ``shape``."""
+    if bits == FULL_PRECISION:
+        raise ValueError("32-bit weights have no integer codes to unpack")
+    q = qmax(bits)
+    numel = math.prod(shape)
+    if packed.dtype != torch.uint8 or packed.numel() != math.ceil(numel * bits / 8):
+        raise ValueError(
+            f"{packed.numel()} {packed.dtype} bytes cannot hold {numel} {bits}-bit codes"
+        )
+    if bits == 8:
+        fields = packed.to(torch.int16)
+    else:
+        bitstream = (packed.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1
+        bitstream = bitstream.reshape(-1)[: numel * bits].reshape(numel, bits)
+        fields = (bitstream.to(torch.int16) << torch.arange(bits, dtype=torch.int16)).sum(1)
+    return (fields - q).to(torch.int8).reshape(tuple(shape))

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Exported subnets side by side: encoder speed (fp32 vs int8 kernels), FLOPs, size on disk.
+
+    python benchmarks/export_speed.py \\
+        --asr_train_config exp/asr_allinone/config.yaml \\
+        --asr_model_file exp/asr_allinone/valid.acc_mean.ave.pth [--subnets all] [--seconds 10]
+
+For every subnet the stock encoder of its export (:func:`espnet_allinone.export.
+subnet_weights`) is timed in fp32 and, for <= 8 bits, with int8 kernels on the trained
+codes (:mod:`espnet_allinone.int8`). All measurements are interleaved round by round
+(every model once per round, the best round kept), so background load shifts them
+alike and the printed ratios, taken within this one run, stay comparable. Printed:
+
+- FLOP share: encoder FLOPs (torch's FlopCounterMode on the fp32 forward) over the
+  largest subnet's; time share: fp32 encoder time over the largest subnet's fp32
+  time; target time share <= 1.1 x FLOP share;
+- int8 speed-up: fp32 time / int8 time of the same architecture (target >= 1.8x at
+  8 bits);
+- packed bytes on disk (``encoder.packed``) against the bit bound (subnet_size bits / 8).
+"""
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+from espnet_allinone.export import (
+    build_stock_model,
+    export_packed,
+    load_allinone,
+    stock_config,
+    subnet_weights,
+)
+from espnet_allinone.int8 import to_integer_kernels
+from espnet_allinone.subnet import FULL_PRECISION
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--asr_train_config", required=True)
+    p.add_argument("--asr_model_file", required=True)
+    p.add_argument("--subnets", nargs="+", default=["all"])
+    p.add_argument("--seconds", type=float, default=10.0, help="input length (10 ms frames)")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = load_allinone(args.asr_train_config, args.asr_model_file)
+    train_config = yaml.safe_load(Path(args.asr_train_config).read_text())
+    encoder = model.encoder
+    space = encoder.subnet_space
+    subnets = list(space) if args.subnets == ["all"] else [space.get(s) for s in args.subnets]
+    largest = space.largest
+    if largest not in subnets:
+        subnets.insert(0, largest)
+
+    frames = int(args.seconds * 100)
+    feat_dim = model.frontend.output_size() if model.frontend else train_config["input_size"]
+    x = torch.randn(args.batch_size, frames, feat_dim)  # (B, T, D) normalised features
+    xl = torch.full((args.batch_size,), frames)
+
+    runs, flops, sizes = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in subnets:
+            state, quantized = subnet_weights(model, train_config, spec)
+            stock = build_stock_model(stock_config(train_config, model, spec))
+            stock.load_state_dict(state)
+            runs[(spec, "fp32")] = stock.encoder
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                stock.encoder(x, xl)
+            flops[spec] = counter.get_total_flops()
+            if spec.bits != FULL_PRECISION:
+                int8 = copy.deepcopy(stock)
+                to_integer_kernels(int8, quantized)
+                runs[(spec, "int8")] = int8.encoder
+                packed = export_packed(model, train_config, spec, Path(tmp) / spec.name)
+                sizes[spec] = (packed / "encoder.packed").stat().st_size
+
+    times = {k: [] for k in runs}
+    with torch.no_grad():
+        for enc in runs.values():  # warm-up
+            enc(x, xl)
+        for _ in range(args.rounds):
+            for key, enc in runs.items():
+                t0 = time.perf_counter()
+                enc(x, xl)
+                times[key].append(time.perf_counter() - t0)
+    med = {k: min(v) for k, v in times.items()}  # best of the rounds: least disturbed by load
+
+    fp32_largest_bytes = encoder.subnet_size(largest).params * FULL_PRECISION / 8
+    print(f"# encoder forward, batch {args.batch_size} x {args.seconds:g} s, "
+          f"{args.threads} thread(s), "
+          f"best of {args.rounds} interleaved rounds; torch {torch.__version__}, "
+          f"engine {torch.backends.quantized.engine}")
+    print("| subnet | GFLOPs | FLOP share | fp32 [ms] | time share | time/FLOP share "
+          "| int8 [ms] | int8 speed-up | packed [bytes] | bit bound [bytes] "
+          "| size ratio vs fp32 largest | of bit ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    t_ref, f_ref = med[(largest, "fp32")], flops[largest]
+    for spec in subnets:
+        t32 = med[(spec, "fp32")]
+        share = flops[spec] / f_ref
+        row = [spec.name, f"{flops[spec] / 1e9:.2f}", f"{share:.3f}", f"{1e3 * t32:.1f}",
+               f"{t32 / t_ref:.3f}", f"{(t32 / t_ref) / share:.2f}"]
+        if (spec, "int8") in med:
+            t8 = med[(spec, "int8")]
+            bound = encoder.subnet_size(spec).bits / 8
+            ratio = fp32_largest_bytes / sizes[spec]
+            theory = encoder.compression_ratio(spec, storage=True)
+            row += [f"{1e3 * t8:.1f}", f"{t32 / t8:.2f}x", str(sizes[spec]), f"{bound:.0f}",
+                    f"{ratio:.2f}x", f"{100 * ratio / theory:.1f}%"]
+        else:
+            row += ["-"] * 6
+        print("| " + " | ".join(row) + " |", flush=True)
+    print("targets: time/FLOP share <= 1.10; int8 speed-up >= 1.8x at 8 bits; "
+          "size >= 95% of the bit ratio", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

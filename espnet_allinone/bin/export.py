@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Export subnets of an all-in-one ASR model, and the model itself as a model-zoo zip.
+
+    python -m espnet_allinone.bin.export \\
+        --asr_train_config exp/asr/config.yaml --asr_model_file exp/asr/valid.acc_mean.ave.pth \\
+        --subnet 8-1024-4bit --out_dir exp/asr/export
+
+writes, for every ``--subnet`` (``all`` = the whole space):
+
+    <out_dir>/<subnet>/stock/{config.yaml,model.pth}    plain ESPnet model (encoder: conformer)
+    <out_dir>/<subnet>/packed/{config.yaml,encoder.packed,rest.pth}   low-bit artifact
+    <out_dir>/allinone.zip                               every subnet in one model-zoo zip
+
+and prints each packed encoder's bytes on disk against its bit bound and the
+compression ratio against the float (32-bit) largest encoder. Paths in the training
+config (e.g. normalisation statistics) are read relative to the working directory,
+as ESPnet's own entry points do.
+"""
+
+import argparse
+from pathlib import Path
+from typing import List, Optional
+
+import yaml
+
+from espnet_allinone.subnet import FULL_PRECISION
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--asr_train_config", required=True)
+    p.add_argument("--asr_model_file", required=True)
+    p.add_argument(
+        "--subnet", nargs="+", required=True,
+        help="DEPTH-WIDTH-BITSbit names of the model's subnet space, or 'all'",
+    )
+    p.add_argument("--out_dir", required=True)
+    p.add_argument(
+        "--formats", nargs="+", choices=["stock", "packed", "zip"],
+        default=["stock", "packed", "zip"], help="what to write (default: all three)",
+    )
+    return p
+
+
+def main(argv: Optional[List[str]] = None):
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    from espnet_allinone.export import export_packed, export_stock, load_allinone, pack_allinone
+
+    model = load_allinone(args.asr_train_config, args.asr_model_file)
+    train_config = yaml.safe_load(Path(args.asr_train_config).read_text())
+    encoder = model.encoder
+    space = encoder.subnet_space
+    try:
+        subnets = list(space) if args.subnet == ["all"] else [space.get(s) for s in args.subnet]
+    except ValueError as e:
+        parser.error(str(e))
+    out_dir = Path(args.out_dir)
+    fp32_bytes = encoder.subnet_size(None).params * FULL_PRECISION // 8
+    if "packed" in args.formats:
+        print(f"float32 largest encoder: {fp32_bytes} bytes")
+        print("| subnet | packed encoder [bytes] | bit bound [bytes] | ratio vs fp32 largest "
+              "| bit ratio | achieved |")
+        print("|---|---|---|---|---|---|")
+    for spec in subnets:
+        if "stock" in args.formats:
+            export_stock(model, train_config, spec, out_dir / spec.name / "stock")
+        if "packed" in args.formats:
+            packed = export_packed(model, train_config, spec, out_dir / spec.name / "packed")
+            size = (packed / "encoder.packed").stat().st_size
+            bound = encoder.subnet_size(spec).bits / 8
+            ratio, theory = fp32_bytes / size, encoder.compression_ratio(spec, storage=True)
+            print(f"| {spec} | {size} | {bound:.0f} | {ratio:.2f}x | {theory:.2f}x "
+                  f"| {100 * ratio / theory:.1f}% |", flush=True)
+    if "zip" in args.formats:
+        pack_allinone(args.asr_train_config, args.asr_model_file, out_dir / "allinone.zip")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""Take one subnet out of an all-in-one ASR model, or ship the whole model.
+
+Three artifacts (``python -m espnet_allinone.bin.export`` writes all of them):
+
+- :func:`export_stock`: a plain ESPnet model directory (``config.yaml`` naming the
+  stock encoder, e.g. ``encoder: conformer`` with the subnet's ``num_blocks`` and
+  ``linear_units``, and ``model.pth``). It holds the weights the subnet computes
+  with (sliced, dequantized from its grid) and the subnet's own BatchNorm
+  statistics, so stock ``espnet2.bin.asr_inference`` decodes it without the plugin.
+- :func:`export_packed`: the same model with the encoder stored low-bit
+  (``encoder.packed``: integer codes packed by :func:`~espnet_allinone.quant.pack_codes`,
+  one float32 step per output channel, and the encoder's float parts), the rest of
+  the model in ``rest.pth``. :func:`load_packed` rebuilds bit-exactly the weights
+  of ``model.pth``.
+- :func:`pack_allinone`: an ESPnet model-zoo zip (as ``espnet2.bin.pack`` makes) of
+  the all-in-one model itself: ``Speech2Text.from_pretrained(zip, subnet=...)``.
+"""
+
+import argparse
+import contextlib
+import copy
+import inspect
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import yaml
+
+from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
+from espnet_allinone.quant import integer_codes, pack_codes, unpack_codes
+from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
+
+PACKED_FORMAT = "espnet_allinone.packed_encoder/1"
+# Config entries naming files the model needs at construction or decoding time.
+FILE_ENTRIES = (("normalize_conf", "stats_file"), ("bpemodel",))
+
+
+@dataclass
+class QuantizedWeight:
+    """One weight of an exported subnet on its integer grid: ``codes * step``.
+
+    codes: (out, ...) int8 in ``-Q..Q``; step: (out,) float32; bits: 2..8.
+    """
+
+    codes: torch.Tensor
+    step: torch.Tensor
+    bits: int
+
+    def dequantize(self) -> torch.Tensor:
+        shape = (-1,) + (1,) * (self.codes.dim() - 1)
+        return self.codes.float() * self.step.reshape(shape)
+
+
+def load_allinone(config_file: Union[str, Path], model_file: Union[str, Path]):
+    """Build the all-in-one ESPnet model of a training ``config.yaml`` and checkpoint."""
+    from espnet2.tasks.asr import ASRTask
+
+    from espnet_allinone.register import register_asr_task
+
+    register_asr_task()
+    model, _ = ASRTask.build_model_from_file(config_file, model_file, "cpu")
+    if not hasattr(model.encoder, "subnet_space"):
+        name = type(model.encoder).__name__
+        raise ValueError(f"{config_file}: the encoder {name} is not an all-in-one encoder")
+    return model.eval()
+
+
+def _stock_choice(choices, cls) -> Tuple[str, type]:
+    """(name, class) of the first stock ESPnet class in ``cls``'s MRO registered in ``choices``."""
+    names = {v: k for k, v in reversed(list(choices.classes.items()))}
+    for base in cls.__mro__:
+        if base in names and not base.__module__.startswith("espnet_allinone"):
+            return names[base], base
+    raise ValueError(f"{cls.__name__} derives from no stock {choices.name} choice")
+
+
+def _stock_conf(conf: Optional[Dict], cls: type) -> Dict:
+    """The entries of ``conf`` that ``cls.__init__`` accepts."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in (conf or {}).items() if k in accepted}
+
+
+def stock_config(train_config: Dict, model, subnet: Union[str, SubnetSpec]) -> Dict:
+    """The stock ESPnet training config of one subnet.
+
+    ``encoder: allinone_conformer`` becomes ``conformer`` with the subnet's
+    ``num_blocks``/``linear_units``, ``model: allinone`` becomes ``espnet``, and
+    options the stock classes do not know (subnet space, sampling, lambdas) are
+    dropped. Everything else (frontend, decoder, token list...) is unchanged.
+    """
+    import espnet2.tasks.asr as asr
+
+    spec = model.encoder.subnet_space.get(subnet)
+    config = copy.deepcopy(train_config)
+    config["encoder"], encoder_cls = _stock_choice(asr.encoder_choices, type(model.encoder))
+    accepted = inspect.signature(encoder_cls.__init__).parameters
+    if not {"num_blocks", "linear_units"} <= set(accepted):
+        raise ValueError(
+            f"cannot export {type(model.encoder).__name__}: its stock twin "
+            f"{encoder_cls.__name__} has no num_blocks/linear_units (supported: conformer)"
+        )
+    encoder_conf = _stock_conf(config.get("encoder_conf"), encoder_cls)
+    encoder_conf.update(num_blocks=spec.depth, linear_units=spec.width)
+    inter = [i for i in encoder_conf.get("interctc_layer_idx") or [] if i < spec.depth]
+    if "interctc_layer_idx" in encoder_conf:
+        encoder_conf["interctc_layer_idx"] = inter
+    config["encoder_conf"] = encoder_conf
+    config["model"], model_cls = _stock_choice(asr.model_choices, type(model))
+    config["model_conf"] = _stock_conf(config.get("model_conf"), model_cls)
+    return config
+
+
+@torch.no_grad()
+def subnet_weights(
+    model, train_config: Dict, subnet: Union[str, SubnetSpec]
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, QuantizedWeight]]:
+    """What the subnet computes with, under stock parameter names.
+
+    Args:
+        model: all-in-one ESPnet model; train_config: its training config (dict).
+    Returns:
+        state: state dict of the stock model of the subnet (blocks beyond its depth,
+            step sizes and other subnets' BatchNorm statistics left out; weights
+            sliced and dequantized; BatchNorm statistics the subnet's own). It is
+            checked to load strictly into the model of :func:`stock_config`.
+        quantized: for every quantized weight key of ``state``, its integer codes
+            and steps; ``quantized[k].dequantize()`` equals ``state[k]`` bit-exactly.
+    """
+    encoder = model.encoder
+    spec = encoder.subnet_space.get(subnet)
+    prefix = next(n for n, m in model.named_modules() if m is encoder)
+    used = {id(m) for top in encoder.subnet_modules(spec) for m in top.modules()}
+    own: Dict[str, torch.Tensor] = {}
+    quantized: Dict[str, QuantizedWeight] = {}
+    with encoder.using_subnet(spec):
+        for name, m in encoder.named_modules(prefix=prefix):
+            if id(m) not in used:
+                continue
+            if isinstance(m, ElasticWeight):
+                weight, bias = m.active_weight()
+                own[f"{name}.weight"] = weight.detach().clone()
+                if bias is not None:
+                    own[f"{name}.bias"] = bias.detach().clone()
+                if m.active_bits != FULL_PRECISION:
+                    codes, step = integer_codes(m.sliced()[0], m.active_step(), m.active_bits)
+                    q = QuantizedWeight(codes, step.reshape(-1).float(), m.active_bits)
+                    if not torch.equal(q.dequantize(), own[f"{name}.weight"]):
+                        raise RuntimeError(f"{name}: integer codes do not rebuild the weight")
+                    quantized[f"{name}.weight"] = q
+            elif isinstance(m, SubnetBatchNorm1d):
+                for stat in m._STATS:
+                    own[f"{name}.{stat}"] = m._stat(stat).detach().clone()
+    stock = build_stock_model(stock_config(train_config, model, spec))
+    state, full = {}, model.state_dict()
+    for key, ref in stock.state_dict().items():
+        value = own[key] if key in own else full.get(key)
+        if value is None or value.shape != ref.shape:
+            raise RuntimeError(f"cannot map {key} {tuple(ref.shape)} from the all-in-one model")
+        state[key] = value.detach().clone()
+    stock.load_state_dict(state, strict=True)  # the stock model takes exactly these
+    return state, quantized
+
+
+def build_stock_model(config: Dict):
+    """The stock ESPnet ASR model of ``config`` (randomly initialised)."""
+    from espnet2.tasks.asr import ASRTask
+
+    return ASRTask.build_model(argparse.Namespace(**config)).eval()
+
+
+def _copy_files(config: Dict, out_dir: Path, refer_as: Callable[[Path], str]) -> List[Path]:
+    """Copy the files ``config`` refers to into ``out_dir``; point ``config`` at the
+    copies, named ``refer_as(copy)``."""
+    copied = []
+    for *parents, leaf in FILE_ENTRIES:
+        holder = config
+        for k in parents:
+            holder = holder.get(k) or {}
+        src = holder.get(leaf)
+        if not src:
+            continue
+        dst = out_dir / Path(src).name
+        if Path(src).resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
+        holder[leaf] = refer_as(dst)
+        copied.append(dst)
+    return copied
+
+
+def _absolute(path: Path) -> str:
+    return str(path.resolve())
+
+
+def _write_yaml(config: Dict, path: Path):
+    with path.open("w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+
+
+def export_stock(
+    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path]
+) -> Path:
+    """Write ``out_dir/config.yaml`` and ``out_dir/model.pth`` of the stock subnet model.
+
+    Files the config refers to (normalisation statistics, BPE model) are copied
+    into ``out_dir`` and referred to by absolute path. Returns ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state, _ = subnet_weights(model, train_config, subnet)
+    config = stock_config(train_config, model, subnet)
+    _copy_files(config, out_dir, _absolute)
+    _write_yaml(config, out_dir / "config.yaml")
+    torch.save(state, out_dir / "model.pth")
+    return out_dir
+
+
+def export_packed(
+    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path]
+) -> Path:
+    """Write the low-bit artifact of a subnet to ``out_dir``.
+
+    ``encoder.packed`` (``torch.save`` of one dict, :data:`PACKED_FORMAT`): an
+    index of the encoder's tensors, all integer codes in one uint8 buffer
+    (:func:`pack_codes`, ``bits`` per weight), all float32 tensors (steps, biases,
+    norms, 32-bit weights) in one float buffer; ``rest.pth``: the other parts of the
+    model (frontend, normalisation, decoder, CTC) as a float state dict;
+    ``config.yaml``: the stock config. Returns ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = model.encoder.subnet_space.get(subnet)
+    state, quantized = subnet_weights(model, train_config, spec)
+    config = stock_config(train_config, model, spec)
+    _copy_files(config, out_dir, _absolute)
+    _write_yaml(config, out_dir / "config.yaml")
+
+    index, codes, floats = [], [], []
+    n_codes = n_floats = 0
+
+    def add_floats(t: torch.Tensor) -> int:
+        nonlocal n_floats
+        if t.dtype != torch.float32:
+            raise ValueError(f"only float32 models can be packed, got {t.dtype}")
+        floats.append(t.reshape(-1))
+        n_floats += t.numel()
+        return n_floats - t.numel()
+
+    rest = {}
+    for key, value in state.items():
+        if not key.startswith("encoder."):
+            rest[key] = value
+        elif key in quantized:
+            q = quantized[key]
+            packed = pack_codes(q.codes, q.bits)
+            index.append(dict(key=key, kind="codes", shape=list(q.codes.shape), bits=q.bits,
+                              offset=n_codes, step_offset=add_floats(q.step)))
+            codes.append(packed)
+            n_codes += packed.numel()
+        elif value.is_floating_point():
+            offset = add_floats(value)
+            index.append(dict(key=key, kind="float", shape=list(value.shape), offset=offset))
+        else:  # e.g. BatchNorm's num_batches_tracked: a few integers
+            values = value.reshape(-1).tolist()
+            index.append(dict(key=key, kind="int", shape=list(value.shape), value=values))
+    torch.save(
+        dict(
+            format=PACKED_FORMAT,
+            subnet=spec.name,
+            index=index,
+            codes=torch.cat(codes) if codes else torch.zeros(0, dtype=torch.uint8),
+            floats=torch.cat(floats) if floats else torch.zeros(0),
+        ),
+        out_dir / "encoder.packed",
+    )
+    torch.save(rest, out_dir / "rest.pth")
+    return out_dir
+
+
+def load_packed(
+    packed_dir: Union[str, Path],
+) -> Tuple[Dict, Dict[str, torch.Tensor], Dict[str, QuantizedWeight]]:
+    """Read an :func:`export_packed` directory.
+
+    Returns:
+        config (stock), state dict (weights rebuilt as ``codes * step``, bit-exactly
+        those of :func:`export_stock`), and the integer codes of every quantized weight.
+    """
+    packed_dir = Path(packed_dir)
+    blob = torch.load(packed_dir / "encoder.packed", map_location="cpu", weights_only=True)
+    if blob.get("format") != PACKED_FORMAT:
+        raise ValueError(f"{packed_dir}/encoder.packed: not a {PACKED_FORMAT} file")
+    config = yaml.safe_load((packed_dir / "config.yaml").read_text())
+    state = dict(torch.load(packed_dir / "rest.pth", map_location="cpu", weights_only=True))
+    codes_buf, floats = blob["codes"], blob["floats"]
+    quantized = {}
+    for t in blob["index"]:
+        shape, numel = t["shape"], math.prod(t["shape"])
+        if t["kind"] == "codes":
+            nbytes = math.ceil(numel * t["bits"] / 8)
+            codes = unpack_codes(codes_buf[t["offset"]: t["offset"] + nbytes], t["bits"], shape)
+            step = floats[t["step_offset"]: t["step_offset"] + shape[0]].clone()
+            quantized[t["key"]] = q = QuantizedWeight(codes, step, t["bits"])
+            state[t["key"]] = q.dequantize()
+        elif t["kind"] == "float":
+            state[t["key"]] = floats[t["offset"]: t["offset"] + numel].reshape(shape).clone()
+        else:
+            state[t["key"]] = torch.tensor(t["value"], dtype=torch.long).reshape(shape)
+    return config, state, quantized
+
+
+def build_packed_model(packed_dir: Union[str, Path], integer_kernels: bool = False):
+    """The stock ESPnet model of a packed subnet; with ``integer_kernels`` its encoder's
+    Linear layers run int8 GEMMs on the stored codes (see :mod:`espnet_allinone.int8`)."""
+    config, state, quantized = load_packed(packed_dir)
+    model = build_stock_model(config)
+    model.load_state_dict(state, strict=True)
+    if integer_kernels:
+        from espnet_allinone.int8 import to_integer_kernels
+
+        to_integer_kernels(model, quantized)
+    return model
+
+
+def pack_allinone(
+    config_file: Union[str, Path], model_file: Union[str, Path], out_zip: Union[str, Path]
+) -> Path:
+    """ESPnet model-zoo zip of the all-in-one model (all subnets in one file).
+
+    Made with ``espnet2.main_funcs.pack_funcs.pack`` (what ``espnet2.bin.pack asr``
+    runs), including the files the config refers to, so
+    ``Speech2Text.from_pretrained(zip, subnet=...)`` decodes any subnet.
+    """
+    from espnet2.main_funcs.pack_funcs import pack
+
+    out_zip = Path(out_zip).resolve()
+    config = yaml.safe_load(Path(config_file).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "exp"
+        stage.mkdir()
+        # paths inside the zip are relative to the staging root; unpacking rewrites them
+        options = [f"exp/{p.name}" for p in _copy_files(config, stage, lambda p: f"exp/{p.name}")]
+        _write_yaml(config, stage / "config.yaml")
+        shutil.copyfile(model_file, stage / "model.pth")
+        with contextlib.chdir(tmp):
+            pack(
+                files={"asr_model_file": "exp/model.pth"},
+                yaml_files={"asr_train_config": "exp/config.yaml"},
+                outpath=out_zip,
+                option=options,
+            )
+    return out_zip

@@ -1,0 +1,342 @@
+"""Exporting subnets: stock ESPnet model, packed low-bit artifact, int8 kernels, zip."""
+
+import math
+import os
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+from espnet_allinone.elastic import SubnetBatchNorm1d
+from espnet_allinone.export import (
+    QuantizedWeight,
+    build_packed_model,
+    build_stock_model,
+    export_packed,
+    export_stock,
+    load_allinone,
+    load_packed,
+    pack_allinone,
+    stock_config,
+    subnet_weights,
+)
+from espnet_allinone.int8 import IntegerConv, IntegerLinear, integer_module
+from espnet_allinone.quant import pack_codes, qmax, unpack_codes
+from test_espnet_entry_points import CHARS, TRAIN_CONFIG, _write_data
+
+N_MELS = TRAIN_CONFIG["frontend_conf"]["n_mels"]
+SUBNETS = ["2-32-32bit", "2-32-8bit", "2-16-4bit", "1-16-8bit", "1-32-4bit"]
+
+
+def _make_allinone(d, **encoder_conf):
+    """config.yaml + model.pth of a randomly initialised all-in-one model (fixed seed),
+    with distinct BatchNorm statistics per subnet and a global-MVN stats file."""
+    from espnet2.tasks.asr import ASRTask
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(d / "feats_stats.npz", count=np.array(100.0),
+             sum=rng.normal(0, 10, N_MELS), sum_square=np.full(N_MELS, 400.0))
+    (d / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", *CHARS, "<sos/eos>"]) + "\n")
+    config = {
+        **TRAIN_CONFIG,
+        "encoder_conf": {**TRAIN_CONFIG["encoder_conf"], "subnet_bits": [4, 8, 32],
+                         "use_cnn_module": True, "cnn_module_kernel": 5, **encoder_conf},
+        "normalize": "global_mvn",
+        "normalize_conf": {"stats_file": str(d / "feats_stats.npz")},
+    }
+    (d / "train.yaml").write_text(yaml.safe_dump(config))
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(d / "train.yaml"), "--token_list", str(d / "tokens.txt"),
+         "--token_type", "char", "--output_dir", str(d / "exp")]
+    )
+    torch.manual_seed(0)
+    model = ASRTask.build_model(args)
+    for m in model.encoder.modules():
+        if isinstance(m, SubnetBatchNorm1d):  # distinct statistics per (width, bits)
+            for name, buf in m.named_buffers():
+                if name.startswith("running_"):
+                    buf.copy_(torch.rand_like(buf) + 0.5)
+        if hasattr(m, "weight_log_step"):
+            for key in m.weight_log_step:
+                m.step(int(key[: -len("bit")]))
+    (d / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(model.state_dict(), d / "model.pth")
+    return d / "config.yaml", d / "model.pth"
+
+
+@pytest.fixture(scope="module")
+def allinone(tmp_path_factory):
+    config_file, model_file = _make_allinone(tmp_path_factory.mktemp("allinone"))
+    model = load_allinone(config_file, model_file)
+    return model, yaml.safe_load(config_file.read_text()), config_file, model_file
+
+
+def _speech(t=8000):
+    """(2, t) waveforms and their lengths (``model.encode`` runs frontend and MVN)."""
+    torch.manual_seed(1)
+    return torch.randn(2, t) * 0.1, torch.tensor([t, t - 1700])
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_pack_codes_round_trip_dense(bits):
+    q = qmax(bits)
+    codes = torch.randint(-q, q + 1, (37, 11), dtype=torch.int8)
+    packed = pack_codes(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(codes.numel() * bits / 8)
+    assert torch.equal(unpack_codes(packed, bits, codes.shape), codes)
+
+
+def test_pack_codes_layout_and_errors():
+    # 4 bits: two codes per byte, first in the low nibble, stored as code + 7
+    codes = torch.tensor([-7, 7, 0, 1], dtype=torch.int8)
+    assert pack_codes(codes, 4).tolist() == [14 << 4, 7 | 8 << 4]
+    assert pack_codes(torch.tensor([-127, 127], dtype=torch.int8), 8).tolist() == [0, 254]
+    with pytest.raises(ValueError, match="outside the 4-bit grid"):
+        pack_codes(torch.tensor([8], dtype=torch.int8), 4)
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_codes(torch.zeros(3, dtype=torch.uint8), 4, (7,))
+
+
+@pytest.mark.parametrize("subnet", SUBNETS)
+def test_stock_model_computes_the_subnet(allinone, subnet):
+    model, train_config, _, _ = allinone
+    depth, width = (int(v) for v in subnet.split("-")[:2])
+    config = stock_config(train_config, model, subnet)
+    assert (config["encoder"], config["model"]) == ("conformer", "espnet")
+    encoder_conf = config["encoder_conf"]
+    assert (encoder_conf["num_blocks"], encoder_conf["linear_units"]) == (depth, width)
+    assert not any(k.startswith("subnet") for k in config["encoder_conf"])
+    state, quantized = subnet_weights(model, train_config, subnet)
+    assert not any("log_step" in k or "running_mean_" in k for k in state)
+    assert bool(quantized) == (not subnet.endswith("32bit"))
+    stock = build_stock_model(config)
+    stock.load_state_dict(state, strict=True)
+    x, xl = _speech()
+    with torch.no_grad(), model.encoder.using_subnet(subnet):
+        ref = model.encode(x, xl)[0]
+    with torch.no_grad():
+        out = stock.encode(x, xl)[0]
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    # the subnet's own BatchNorm statistics, not the largest subnet's
+    bn = "encoder.encoders.0.conv_module.norm.running_mean"
+    largest = model.state_dict()[bn]
+    assert torch.equal(state[bn], largest) == (subnet == "2-32-32bit")
+
+
+@pytest.mark.parametrize("subnet", ["2-32-8bit", "1-16-4bit", "2-16-32bit"])
+def test_packed_artifact_is_bit_exact(allinone, subnet, tmp_path):
+    model, train_config, _, _ = allinone
+    export_stock(model, train_config, subnet, tmp_path / "stock")
+    export_packed(model, train_config, subnet, tmp_path / "packed")
+    ref = torch.load(tmp_path / "stock" / "model.pth")
+    config, state, quantized = load_packed(tmp_path / "packed")
+    written = yaml.safe_load((tmp_path / "stock" / "config.yaml").read_text())
+    # each directory refers to its own copy of the normalisation statistics
+    for conf, d in [(config, "packed"), (written, "stock")]:
+        assert conf["normalize_conf"].pop("stats_file") == str(tmp_path / d / "feats_stats.npz")
+    assert config == written
+    assert state.keys() == ref.keys()
+    for key in ref:
+        assert torch.equal(state[key], ref[key]), key
+    bits = int(subnet.split("-")[2][:-3])
+    blob = torch.load(tmp_path / "packed" / "encoder.packed")
+    dense = sum(math.ceil(q.codes.numel() * bits / 8) for q in quantized.values())
+    assert blob["codes"].numel() == dense
+    assert all(q.bits == bits for q in quantized.values())
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_packed_size_reaches_the_bit_ratio(tmp_path, bits):
+    """On an encoder of realistic width the packed file is within 5% of the bit bound."""
+    config_file, model_file = _make_allinone(
+        tmp_path, output_size=256, attention_heads=4, linear_units=1024,
+        subnet_widths=[512, 1024], subnet_bits=[bits, 32],
+    )
+    model = load_allinone(config_file, model_file)
+    subnet = f"2-512-{bits}bit"
+    export_packed(model, yaml.safe_load(config_file.read_text()), subnet, tmp_path / "packed")
+    size = (tmp_path / "packed" / "encoder.packed").stat().st_size
+    ratio = model.encoder.subnet_size(None).params * 4 / size
+    # the bit bound of a packed export: biases, norms and steps at 32 bits
+    assert ratio >= 0.95 * model.encoder.compression_ratio(subnet, storage=True)
+
+
+@pytest.mark.parametrize(
+    "conv, shape",
+    [
+        (dict(in_channels=1, out_channels=8, kernel_size=3, stride=2), (2, 1, 15, 12)),
+        (dict(in_channels=64, out_channels=8, kernel_size=3, stride=2), (1, 64, 9, 7)),
+        (
+            dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(1, 2),
+                 padding=(1, 2), dilation=(2, 1)),
+            (2, 4, 9, 8),
+        ),
+        (dict(in_channels=8, out_channels=16, kernel_size=1), (2, 8, 11)),
+        (
+            dict(in_channels=96, out_channels=4, kernel_size=5, stride=2, padding=2, dilation=2),
+            (2, 96, 13),
+        ),
+    ],
+)
+def test_integer_conv_is_the_convolution(conv, shape):
+    """On inputs already on the int8 grid, IntegerConv equals the float convolution of
+    the dequantized codes (only float rounding differs)."""
+    cls = torch.nn.Conv2d if len(shape) == 4 else torch.nn.Conv1d
+    layer = cls(**conv)
+    codes = torch.randint(-7, 8, layer.weight.shape, dtype=torch.int8)
+    q = QuantizedWeight(codes, torch.rand(codes.size(0)) * 0.1 + 0.01, 4)
+    with torch.no_grad():
+        layer.weight.copy_(q.dequantize())
+    x = torch.randint(-127, 128, shape).float() * 0.03
+    x[:, 0] = 127 * 0.03  # every position's (and the tensor's) range gives scale 0.03
+    out = integer_module(layer, q)(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_integer_linear_is_the_linear(bias):
+    """Rows already on their int8 grid: IntegerLinear equals the float Linear."""
+    layer = torch.nn.Linear(24, 10, bias=bias)
+    codes = torch.randint(-127, 128, layer.weight.shape, dtype=torch.int8)
+    q = QuantizedWeight(codes, torch.rand(10) * 0.01 + 0.001, 8)
+    with torch.no_grad():
+        layer.weight.copy_(q.dequantize())
+    row_scale = torch.rand(2, 7, 1) + 0.1
+    x = torch.randint(-127, 128, (2, 7, 24)).float()
+    x[..., 0] = 127
+    x = x * row_scale
+    with torch.no_grad():
+        torch.testing.assert_close(integer_module(layer, q)(x), layer(x), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("subnet", ["2-32-8bit", "1-16-4bit"])
+def test_integer_kernels_use_the_trained_codes(allinone, subnet, tmp_path):
+    model, train_config, _, _ = allinone
+    export_packed(model, train_config, subnet, tmp_path)
+    _, _, quantized = load_packed(tmp_path)
+    float_model = build_packed_model(tmp_path)
+    int8 = build_packed_model(tmp_path, integer_kernels=True)
+    expected = {  # every Linear and every non-depthwise convolution of the encoder
+        n for n, m in float_model.encoder.named_modules(prefix="encoder")
+        if type(m) is torch.nn.Linear
+        or (isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) and m.groups == 1)
+    }
+    replaced = {
+        n: m for n, m in int8.named_modules() if isinstance(m, (IntegerLinear, IntegerConv))
+    }
+    assert replaced.keys() == expected and len(expected) > 10
+    for name, m in replaced.items():  # the GEMMs' int8 operands are the trained codes
+        q = quantized[f"{name}.weight"]
+        if isinstance(m, IntegerLinear):
+            assert torch.equal(m.codes, q.codes.t())
+        else:
+            codes = q.codes if q.codes.dim() == 4 else q.codes.unsqueeze(2)
+            assert torch.equal(m.codes, codes.permute(2, 3, 1, 0).reshape(-1, codes.size(0)))
+        assert torch.equal(m.step, q.step)
+    x, xl = _speech()
+    with torch.no_grad(), model.encoder.using_subnet(subnet):
+        ref = model.encode(x, xl)[0]
+    with torch.no_grad():
+        out = int8.encode(x, xl)[0]
+    # only activations are quantized at run time (int8): stated tolerance, 5% relative
+    assert ((out - ref).norm() / ref.norm()).item() < 0.05
+    assert not torch.equal(out, ref)
+
+
+def test_zip_holds_every_subnet(allinone, tmp_path, monkeypatch):
+    import espnet_model_zoo.downloader as zoo
+
+    from espnet_allinone.inference import Speech2Text
+
+    model, _, config_file, model_file = allinone
+    zip_path = pack_allinone(config_file, model_file, tmp_path / "allinone.zip")
+    real = zoo.ModelDownloader
+    monkeypatch.setattr(zoo, "ModelDownloader", lambda: real(cachedir=tmp_path / "cache"))
+    x, xl = _speech()
+    for subnet in ["2-32-32bit", "1-16-4bit"]:
+        s2t = Speech2Text.from_pretrained(str(zip_path), subnet=subnet, beam_size=1)
+        assert str(s2t.asr_model.encoder.active_subnet) == subnet
+        with torch.no_grad(), model.encoder.using_subnet(subnet):
+            ref = model.encode(x, xl)[0]
+            out = s2t.asr_model.encode(x, xl)[0]
+        assert torch.equal(out, ref)
+
+
+def test_bad_subnet_names_the_valid_ones(allinone, tmp_path, capsys):
+    from espnet_allinone.bin.export import main
+
+    _, _, config_file, model_file = allinone
+    with pytest.raises(SystemExit) as e:
+        main(["--asr_train_config", str(config_file), "--asr_model_file", str(model_file),
+              "--subnet", "2-64-4bit", "--out_dir", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "valid subnets" in err and all(s in err for s in SUBNETS)
+    assert not any(tmp_path.iterdir())
+
+
+STOCK_DECODE = """
+import sys
+from espnet2.bin.asr_inference import main
+main(sys.argv[1:])
+assert not any(m.startswith("espnet_allinone") for m in sys.modules), "plugin loaded"
+try:
+    import espnet_allinone
+except ImportError:
+    pass
+else:
+    raise AssertionError("espnet_allinone importable")
+"""
+
+
+def _stock_decode(cwd, model_dir, out, *extra):
+    """Decode dev/ with stock ESPnet in a process that cannot see the plugin: no site
+    processing (-S), so no .pth file (neither the plugin's hook nor its install path)."""
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"], "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", STOCK_DECODE,
+         "--asr_train_config", str(model_dir / "config.yaml"),
+         "--asr_model_file", str(model_dir / "model.pth"),
+         "--data_path_and_name_and_type", "dev/wav.scp,speech,sound",
+         "--beam_size", "2", "--ctc_weight", "0.3", "--maxlenratio", "0.5",
+         "--output_dir", str(out), "--ngpu", "0", *extra],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = dict(line.split(" ", 1) if " " in line else (line, "")
+                for line in (out / "1best_recog" / "text").read_text().splitlines())
+    return text, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subnet", ["1-16-4bit"])
+def test_stock_espnet_decodes_the_export_like_the_plugin(allinone, subnet, tmp_path):
+    from espnet_allinone.bin.export import main
+    from espnet_allinone.inference import Speech2Text
+
+    _, _, config_file, model_file = allinone
+    _write_data(tmp_path / "dev", 3, 1)
+    main(["--asr_train_config", str(config_file), "--asr_model_file", str(model_file),
+          "--subnet", subnet, "--out_dir", str(tmp_path / "export"), "--formats", "stock"])
+    model_dir = tmp_path / "export" / subnet / "stock"
+    stock, _ = _stock_decode(tmp_path, model_dir, tmp_path / "stock_decode")
+    s2t = Speech2Text(
+        config_file, model_file, subnet=subnet, beam_size=2, ctc_weight=0.3, maxlenratio=0.5
+    )
+    plugin = {}
+    for line in (tmp_path / "dev" / "wav.scp").read_text().splitlines():
+        key, path = line.split()
+        plugin[key] = s2t(soundfile.read(path, dtype="float32")[0])[0][0]
+    assert stock == plugin and len(plugin) == 3 and all(plugin.values())
+    # stock dynamic quantization of the exported model works too
+    quantized, log = _stock_decode(
+        tmp_path, model_dir, tmp_path / "q_decode", "--quantize_asr_model", "true"
+    )
+    assert "Use quantized asr model" in log and quantized.keys() == plugin.keys()
