@@ -38,10 +38,10 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["espnet_allinone", "espnet_allinone.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[
         "espnet>=202511",
-        "torch>=2.1",
+        "torch>=2.4",  # torch._int_mm on CPU (int8 kernels)
         "torchaudio",  # imported by espnet2.tasks.asr, not declared by espnet
         "matplotlib",  # ESPnet's trainer plots at the end of each epoch
         "espnet_model_zoo",
@@ -51,7 +51,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest"],
-        "wav2vec2": ["transformers"],
+        "wav2vec2": ["transformers>=4.56"],  # from_pretrained(dtype=)
     },
     cmdclass={"build_py": build_py_with_pth},
     license="Apache-2.0",

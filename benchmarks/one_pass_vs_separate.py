@@ -278,14 +278,14 @@ class Benchmark:
             self.log(f"report CLI failed, see {self.out / 'report.log'}:\n{str(e)[-1500:]}")
 
     def summary(self, times: Dict[str, Dict]) -> Dict:
-        from espnet_allinone.scoring.wer import read_text, score
+        from espnet_allinone.scoring.wer import score_files  # as the report (sclite, else jiwer)
 
         def wer(hyp_dir: Path) -> Optional[float]:
             errors = words = 0
             for t in self.args.test_sets:
                 if not (hyp_dir / t / "text").exists():
                     return None
-                w = score(read_text(self.data / t / "text"), read_text(hyp_dir / t / "text"))
+                w = score_files(self.data / t / "text", hyp_dir / t / "text")
                 errors, words = errors + w.errors, words + w.words
             return 100.0 * errors / max(words, 1)
 

@@ -17,10 +17,10 @@ Three artifacts (``python -m espnet_allinone.bin.export`` writes all of them):
 """
 
 import argparse
-import contextlib
 import copy
 import inspect
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -345,11 +345,15 @@ def pack_allinone(
         options = [f"exp/{p.name}" for p in _copy_files(config, stage, lambda p: f"exp/{p.name}")]
         _write_yaml(config, stage / "config.yaml")
         shutil.copyfile(model_file, stage / "model.pth")
-        with contextlib.chdir(tmp):
+        cwd = os.getcwd()
+        os.chdir(tmp)  # pack() stores paths as given: relative to the staging root
+        try:
             pack(
                 files={"asr_model_file": "exp/model.pth"},
                 yaml_files={"asr_train_config": "exp/config.yaml"},
                 outpath=out_zip,
                 option=options,
             )
+        finally:
+            os.chdir(cwd)
     return out_zip

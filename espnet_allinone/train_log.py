@@ -5,13 +5,13 @@
     train_seconds("exp/asr_K")                          # training + validation time, all epochs
     step_times("exp/asr_K/train.log")                   # (total, mean) seconds of the iterations
 
-One parser for the recipes, benchmarks and reports. A resumed run repeats no epoch;
-where a line repeats (a log appended to), the last one counts.
+One parser for the recipes, benchmarks and reports. Where an epoch appears in several
+logs (a run resumed after its log was rotated), the newest line counts.
 """
 
 import re
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 _EPOCH = re.compile(r"(\d+)epoch results: (.*)")
 _PHASE = re.compile(r"\[(\w+)\] (.*?)(?= \[\w+\] |$)")
@@ -39,9 +39,19 @@ def epoch_results(logs: Union[PathLike, Iterable[PathLike]]) -> Dict[int, Dict[s
     return dict(sorted(epochs.items()))
 
 
+def train_logs(exp: PathLike) -> List[Path]:
+    """``exp/train.log`` and the logs ESPnet's launcher rotated away on restarts
+    (``train.1.log`` newest ... ``train.N.log`` oldest), oldest first."""
+    exp = Path(exp)
+    rotated = [(int(m.group(1)), p) for p in exp.glob("train.*.log")
+               for m in [re.fullmatch(r"train\.(\d+)\.log", p.name)] if m]
+    logs = [p for _, p in sorted(rotated, reverse=True)]
+    return logs + ([exp / "train.log"] if (exp / "train.log").exists() else [])
+
+
 def train_seconds(exp: PathLike) -> Optional[float]:
-    """Training + validation time of every epoch in ``exp/train.log*``; None if none ended."""
-    epochs = epoch_results(sorted(Path(exp).glob("train.log*")))
+    """Training + validation time of every epoch in :func:`train_logs`; None if none ended."""
+    epochs = epoch_results(train_logs(exp))
     if not epochs:
         return None
     return sum(

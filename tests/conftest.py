@@ -1,6 +1,9 @@
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 
 from espnet2.asr.ctc import CTC
@@ -63,3 +66,45 @@ def batch(b=2, t=60):
     y = torch.randint(1, VOCAB - 1, (b, 5))
     yl = torch.tensor([5] + [3] * (b - 1))
     return x, xl, y, yl
+
+
+# Tiny end-to-end data and training config for tests that run ESPnet's entry points.
+CHARS = list("abcde")
+
+
+def write_tone_data(root: Path, n: int, seed: int):
+    """n utterances of 0.5-1 s: one tone per character of a random 2-4 char text."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    scp, text, shape = [], [], []
+    for i in range(n):
+        uid = f"{root.name}_{i:02d}"
+        chars = rng.choice(CHARS, size=rng.integers(2, 5))
+        wav = np.concatenate(
+            [np.sin(2 * np.pi * (300 + 150 * CHARS.index(c)) * np.arange(3200) / 16000) for c in chars]
+        ) * 0.3 + rng.normal(0, 0.01, len(chars) * 3200)
+        soundfile.write(root / f"{uid}.wav", wav.astype(np.float32), 16000)
+        scp.append(f"{uid} {root / (uid + '.wav')}")
+        text.append(f"{uid} {''.join(chars)}")
+        shape.append(f"{uid} {len(wav)}")
+    for name, lines in [("wav.scp", scp), ("text", text), ("speech_shape", shape)]:
+        (root / name).write_text("\n".join(lines) + "\n")
+
+
+TRAIN_CONFIG = {
+    "frontend_conf": {"n_fft": 400, "hop_length": 160, "n_mels": 20},
+    "encoder": "allinone_conformer",
+    "encoder_conf": {
+        "output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 2,
+        "input_layer": "conv2d", "macaron_style": True, "rel_pos_type": "latest",
+        "pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn",
+        "subnet_depths": [1, 2], "subnet_widths": [16, 32], "subnet_bits": [4, 32],
+    },
+    "decoder": "transformer",
+    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "model": "allinone",
+    "model_conf": {"ctc_weight": 0.3, "subnet_sampling": "sandwich", "use_kl": True},
+    "optim": "adam", "optim_conf": {"lr": 0.002},
+    "batch_type": "unsorted", "batch_size": 2, "max_epoch": 1,
+    "num_workers": 0, "use_tensorboard": False, "seed": 0,
+}

@@ -242,6 +242,24 @@ def test_sharing_prefixes_recomputes_for_a_new_input():
         assert not torch.equal(a, b)
 
 
+def test_sharing_prefixes_never_reuses_outputs_of_freed_or_changed_inputs():
+    """Temporaries freed between forwards may get the same address: still recomputed."""
+    enc = make_encoder()
+    enc.eval()
+    x, xl, _, _ = batch()
+    with torch.no_grad():
+        want = [enc(x * k, xl)[0] for k in (2, 3)]
+        with enc.sharing_prefixes():
+            got = [enc(x * k, xl)[0] for k in (2, 3)]
+            y = x.clone()
+            first = enc(y, xl)[0]
+            y.mul_(2)  # same storage, modified in place
+            second = enc(y, xl)[0]
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    assert torch.equal(second, enc(x * 2, xl)[0]) and not torch.equal(first, second)
+
+
 def test_set_subnet_errors_list_valid_names():
     enc = make_encoder()
     with pytest.raises(ValueError, match="valid subnets: 3-32-8bit"):

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from test_espnet_entry_points import CHARS, TRAIN_CONFIG, _write_data
+from tests.conftest import CHARS, TRAIN_CONFIG, write_tone_data
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,8 +40,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
-    _write_data(d / "train", 8, 0)
-    _write_data(d / "dev", 2, 1)
+    write_tone_data(d / "train", 8, 0)
+    write_tone_data(d / "dev", 2, 1)
     (d / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", *CHARS, "<sos/eos>"]) + "\n")
     return d
 

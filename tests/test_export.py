@@ -27,7 +27,7 @@ from espnet_allinone.export import (
 )
 from espnet_allinone.int8 import IntegerConv, IntegerLinear, integer_module
 from espnet_allinone.quant import pack_codes, qmax, unpack_codes
-from test_espnet_entry_points import CHARS, TRAIN_CONFIG, _write_data
+from tests.conftest import CHARS, TRAIN_CONFIG, write_tone_data
 
 N_MELS = TRAIN_CONFIG["frontend_conf"]["n_mels"]
 SUBNETS = ["2-32-32bit", "2-32-8bit", "2-16-4bit", "1-16-8bit", "1-32-4bit"]
@@ -322,7 +322,7 @@ def test_stock_espnet_decodes_the_export_like_the_plugin(allinone, subnet, tmp_p
     from espnet_allinone.inference import Speech2Text
 
     _, _, config_file, model_file = allinone
-    _write_data(tmp_path / "dev", 3, 1)
+    write_tone_data(tmp_path / "dev", 3, 1)
     main(["--asr_train_config", str(config_file), "--asr_model_file", str(model_file),
           "--subnet", subnet, "--out_dir", str(tmp_path / "export"), "--formats", "stock"])
     model_dir = tmp_path / "export" / subnet / "stock"

@@ -106,8 +106,8 @@ def test_train_times_from_espnet_logs(tmp_path):
     for exp, epochs in [("asr_K", [1, 2]), ("asr_sep_8-1024-4bit", [1]), ("asr_baseline", [])]:
         (tmp_path / exp).mkdir()
         (tmp_path / exp / "train.log").write_text("".join(line.format(e=e) for e in epochs))
-    # a resumed run's log repeats epoch 2: counted once
-    (tmp_path / "asr_K" / "train.log.1").write_text(line.format(e=2))
+    # a resumed run's rotated log (ESPnet's launcher: train.1.log) repeats epoch 2: counted once
+    (tmp_path / "asr_K" / "train.1.log").write_text(line.format(e=2))
     times = tt.main(str(tmp_path))
     assert times == {"K": 2 * 3632.0, "8-1024-4bit": 3632.0}
     json.dumps(times)

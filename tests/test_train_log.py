@@ -1,6 +1,6 @@
 import pytest
 
-from espnet_allinone.train_log import epoch_results, step_times, timespan_seconds, train_seconds
+from espnet_allinone.train_log import epoch_results, step_times, timespan_seconds, train_logs, train_seconds
 
 
 def _epoch_line(epoch, train_time, total_count, time="1 minute and 2 seconds"):
@@ -28,10 +28,14 @@ def test_epoch_results_phases_keys_and_values_with_commas(tmp_path):
     assert epochs[2]["valid"] == {"loss": "1.0", "acc_mean": "0.75", "time": "3 seconds", "total_count": "4"}
 
 
-def test_train_seconds_counts_a_resumed_epoch_once(tmp_path):
-    (tmp_path / "train.log").write_text(_epoch_line(1, 1.0, 10) + _epoch_line(2, 1.0, 20))
-    (tmp_path / "train.log.1").write_text(_epoch_line(2, 1.0, 20))
-    assert train_seconds(tmp_path) == pytest.approx(2 * (62 + 3))
+def test_train_seconds_reads_rotated_logs_oldest_first(tmp_path):
+    # ESPnet's launcher rotates train.log -> train.1.log -> train.2.log on restarts
+    (tmp_path / "train.2.log").write_text(_epoch_line(1, 1.0, 10, time="9 seconds"))
+    (tmp_path / "train.1.log").write_text(_epoch_line(1, 1.0, 10) + _epoch_line(2, 1.0, 20, time="9 seconds"))
+    (tmp_path / "train.log").write_text(_epoch_line(2, 1.0, 20) + _epoch_line(3, 1.0, 30))
+    assert [p.name for p in train_logs(tmp_path)] == ["train.2.log", "train.1.log", "train.log"]
+    # every epoch once, from its newest log (62 s train + 3 s valid each)
+    assert train_seconds(tmp_path) == pytest.approx(3 * (62 + 3))
     assert train_seconds(tmp_path / "missing") is None
 
 

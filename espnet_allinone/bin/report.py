@@ -27,6 +27,7 @@ encoder size, log scale, all-in-one subnets vs separate systems) into ``--out_di
 import argparse
 import csv
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -121,7 +122,13 @@ def build_systems(args, sets: List[str]) -> List[System]:
         raise ValueError(f"all-in-one labels must be distinct and non-empty: {labels}")
 
     separate = _subdirs(Path(args.separate_decode_dir)) if args.separate_decode_dir else []
-    archs = {s for _, m, _ in models for s in m.encoder.subnet_space} | set(separate)
+    # only the twins of this table's subnets (a decode dir may hold other tables' systems)
+    spaces = {s for _, m, _ in models for s in m.encoder.subnet_space}
+    skipped = [s.name for s in separate if s not in spaces]
+    if skipped:
+        logging.info(f"separate systems without a twin in this table, left out: {skipped}")
+    separate = [s for s in separate if s in spaces]
+    archs = spaces | set(separate)
     archs = sorted(archs, reverse=True)
     number = {a: str(i + 1) for i, a in enumerate(archs)}
 

@@ -126,6 +126,22 @@ class AllInOneEncoderMixin:
         finally:
             self._prefix_cache = previous
 
+    def _shared(self, *inputs: torch.Tensor) -> Optional[Dict[Any, Any]]:
+        """The step cache for a forward on ``inputs`` (None outside
+        :meth:`sharing_prefixes`). Emptied when the inputs are not the very tensors
+        (same storage, shape, strides, version) of the previous forward, or the
+        train/eval mode changed; it holds the inputs, so their memory is not reused."""
+        cache = self._prefix_cache
+        if cache is None:
+            return None
+        key = tuple(
+            (x.data_ptr(), tuple(x.shape), x.stride(), x._version) for x in inputs
+        ) + (self.training,)
+        if cache.get("key") != key:
+            cache.clear()
+            cache.update(key=key, inputs=inputs)
+        return cache
+
     @property
     def active_subnet(self) -> SubnetSpec:
         return self._active_subnet

@@ -116,13 +116,9 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         return_all_hs: bool = False,
     ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """ConformerEncoder's forward; (B, T, D), (B,) -> (B, T', D'), (B,), None."""
-        cache = self._prefix_cache
+        cache = self._shared(xs_pad, ilens)
         if cache is None or masks is not None or return_all_hs or self.interctc_layer_idx:
             return super().forward(xs_pad, ilens, prev_states, masks, ctc, return_all_hs)
-        inputs = (xs_pad.data_ptr(), tuple(xs_pad.shape), ilens.data_ptr(), tuple(ilens.shape))
-        if cache.get("inputs") != inputs:
-            cache.clear()
-            cache["inputs"] = inputs
         spec = self.active_subnet
         blocks = list(self.encoders)
         start = next(

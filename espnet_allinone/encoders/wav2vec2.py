@@ -185,6 +185,8 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         # HF's encoder loops `for layer in self.layers`: iterating ElasticSequential
         # yields the subnet's first DEPTH layers; the state-dict keys stay `layers.<i>.`.
         encoder.layers = ElasticSequential(*encoder.layers)
+        # the space travels with the checkpoint (see AllInOneASRModel.load_state_dict)
+        self.register_buffer("subnet_space_table", self.subnet_space.table())
         self.set_subnet(None)
 
     def output_size(self) -> int:
@@ -210,11 +212,9 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
 
         (B, L), (B,) -> hidden (B, T, hidden_size), frame mask (B, T) or None, (B,)
         """
-        key = (xs_pad.data_ptr(), tuple(xs_pad.shape), xs_pad.stride(), xs_pad._version,
-               tuple(ilens.tolist()), self.training)
-        cache = self._prefix_cache  # shared by a step's subnets (sharing_prefixes)
-        if cache is not None and cache.get("key") == key:
-            return cache["value"]
+        cache = self._shared(xs_pad, ilens)  # a step's subnets share it (sharing_prefixes)
+        if cache is not None and "front_end" in cache:
+            return cache["front_end"]
         w2v = self.wav2vec2
         if self.normalize_waveform:
             xs_pad = normalize_waveform(xs_pad, ilens)
@@ -227,8 +227,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         hidden = w2v._mask_hidden_states(hidden, attention_mask=frame_mask)
         value = (hidden, frame_mask, olens)
         if cache is not None:
-            # holding xs_pad keeps its storage (and so the key's data_ptr) alive
-            cache.update(key=key, value=value, input=xs_pad)
+            cache["front_end"] = value
         return value
 
     def forward(

@@ -1,7 +1,9 @@
 """Word error rate of Kaldi-style ``text`` files (``utt_id words...``).
 
 :func:`score_files` scores with NIST ``sclite`` (what ESPnet's recipes use) when it
-is installed, else with ``jiwer``; both count the same errors on the same files.
+is installed, else with ``jiwer``. Both count the same errors except in rare cases where
+sclite's weighted alignment (4 per substitution, 3 per insertion/deletion) is not an
+error-count minimum (see tests/test_scoring.py).
 """
 
 from dataclasses import dataclass

@@ -4,7 +4,7 @@
 #   local/setup_espnet.sh /path/to/espnet   # once: links asr.sh, utils/ ... of an ESPnet checkout
 #   ./run.sh                                                        # Table 4 system K
 #   ./run.sh --asr_config conf/tuning/train_asr_wav2vec2_table4_A.yaml
-#   ./run.sh --asr_config conf/tuning/train_asr_wav2vec2_sys8.yaml --decode_subnets 11-2560-6bit
+#   ./run.sh --asr_config conf/tuning/train_asr_wav2vec2_single_11-2560-6bit.yaml --decode_subnets 11-2560-6bit
 # Steps: asr.sh stages 1-4 (data), the token list and CTC head from the checkpoint's vocabulary
 # (so ESPnet's CTC layer starts as its lm_head), asr.sh stages 10-11 (stats, training), then
 # stages 12-13 (decoding, scoring) once per subnet, each with conf/decode/decode_ctc_<subnet>.yaml.

@@ -4,7 +4,7 @@
 
     local/train_times.py exp > exp/train_times.json
 
-For every ``exp/asr_<system>/train.log*`` it adds up ESPnet's per-epoch ``time=`` of the
+For every ``exp/asr_<system>`` it adds up ESPnet's per-epoch ``time=`` (train.log and the rotated train.N.log) of the
 training and the validation phase of the "N epoch results" lines, the last line per epoch counting
 (a resumed run repeats none). Keys: ``baseline``, the all-in-one labels (``K``, ``A``,
 ``depth_kl``, ...) and, for separately trained systems ``asr_sep_<subnet>``, the subnet.
