@@ -15,6 +15,7 @@ and prints each packed encoder's bytes on disk against its bit bound and the
 compression ratio against the float (32-bit) largest encoder. Paths in the training
 config (e.g. normalisation statistics) are read relative to the working directory,
 as ESPnet's own entry points do.
+Only the Conformer encoder (`allinone_conformer`) can be exported.
 """
 
 import argparse
@@ -49,8 +50,10 @@ def main(argv: Optional[List[str]] = None):
     args = parser.parse_args(argv)
     from espnet_allinone.export import export_packed, export_stock, load_allinone, pack_allinone
 
-    model = load_allinone(args.asr_train_config, args.asr_model_file)
     train_config = yaml.safe_load(Path(args.asr_train_config).read_text())
+    if train_config.get("encoder") != "allinone_conformer":
+        parser.error(f"export supports the allinone_conformer encoder, not {train_config.get('encoder')!r}")
+    model = load_allinone(args.asr_train_config, args.asr_model_file)
     encoder = model.encoder
     space = encoder.subnet_space
     try:
