@@ -34,6 +34,7 @@ from espnet_allinone.export import (
     build_stock_model,
     export_packed,
     load_allinone,
+    packed_size,
     stock_config,
     subnet_weights,
 )
@@ -88,7 +89,7 @@ def main(argv=None):
                 to_integer_kernels(int8, quantized)
                 runs[(spec, "int8")] = int8.encoder
                 packed = export_packed(model, train_config, spec, Path(tmp) / spec.name)
-                sizes[spec] = (packed / "encoder.packed").stat().st_size
+                sizes[spec] = packed_size(encoder, spec, packed)
 
     times = {k: [] for k in runs}
     with torch.no_grad():
@@ -101,7 +102,6 @@ def main(argv=None):
                 times[key].append(time.perf_counter() - t0)
     med = {k: min(v) for k, v in times.items()}  # best of the rounds: least disturbed by load
 
-    fp32_largest_bytes = encoder.subnet_size(largest).params * FULL_PRECISION / 8
     print(f"# encoder forward, batch {args.batch_size} x {args.seconds:g} s, "
           f"{args.threads} thread(s), "
           f"best of {args.rounds} interleaved rounds; torch {torch.__version__}, "
@@ -118,11 +118,9 @@ def main(argv=None):
                f"{t32 / t_ref:.3f}", f"{(t32 / t_ref) / share:.2f}"]
         if (spec, "int8") in med:
             t8 = med[(spec, "int8")]
-            bound = encoder.subnet_size(spec).bits / 8
-            ratio = fp32_largest_bytes / sizes[spec]
-            theory = encoder.compression_ratio(spec, storage=True)
-            row += [f"{1e3 * t8:.1f}", f"{t32 / t8:.2f}x", str(sizes[spec]), f"{bound:.0f}",
-                    f"{ratio:.2f}x", f"{100 * ratio / theory:.1f}%"]
+            size = sizes[spec]
+            row += [f"{1e3 * t8:.1f}", f"{t32 / t8:.2f}x", str(size.packed_bytes),
+                    f"{size.bound_bytes:.0f}", f"{size.ratio:.2f}x", f"{100 * size.of_bit_ratio:.1f}%"]
         else:
             row += ["-"] * 6
         print("| " + " | ".join(row) + " |", flush=True)

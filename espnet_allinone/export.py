@@ -280,6 +280,34 @@ def export_packed(
     return out_dir
 
 
+@dataclass(frozen=True)
+class PackedSize:
+    """Bytes of a packed encoder against the float (32-bit) largest encoder and the bit bound."""
+
+    packed_bytes: int
+    bound_bytes: float  # SubnetSize.bits / 8: codes at b bits, float parts at 32
+    fp32_largest_bytes: float
+
+    @property
+    def ratio(self) -> float:
+        """Compression on disk: fp32 largest encoder / packed encoder."""
+        return self.fp32_largest_bytes / self.packed_bytes
+
+    @property
+    def of_bit_ratio(self) -> float:
+        """Share of the theoretical (bit-bound) ratio reached on disk (target >= 0.95)."""
+        return self.bound_bytes / self.packed_bytes
+
+
+def packed_size(encoder, spec: SubnetSpec, packed_dir: Union[str, Path]) -> PackedSize:
+    """Size accounting of ``packed_dir/encoder.packed`` (written by :func:`export_packed`)."""
+    return PackedSize(
+        packed_bytes=(Path(packed_dir) / "encoder.packed").stat().st_size,
+        bound_bytes=encoder.subnet_size(spec).bits / 8,
+        fp32_largest_bytes=encoder.subnet_size(None).params * FULL_PRECISION / 8,
+    )
+
+
 def load_packed(
     packed_dir: Union[str, Path],
 ) -> Tuple[Dict, Dict[str, torch.Tensor], Dict[str, QuantizedWeight]]:
