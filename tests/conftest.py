@@ -72,8 +72,9 @@ def batch(b=2, t=60):
 CHARS = list("abcde")
 
 
-def write_tone_data(root: Path, n: int, seed: int):
-    """n utterances of 0.5-1 s: one tone per character of a random 2-4 char text."""
+def write_tone_data(root: Path, n: int, seed: int, samples_per_char: int = 3200):
+    """n utterances: one tone of ``samples_per_char`` samples (16 kHz) per character of a
+    random 2-4 char text; writes wav.scp, text and speech_shape."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True)
     scp, text, shape = [], [], []
@@ -81,8 +82,9 @@ def write_tone_data(root: Path, n: int, seed: int):
         uid = f"{root.name}_{i:02d}"
         chars = rng.choice(CHARS, size=rng.integers(2, 5))
         wav = np.concatenate(
-            [np.sin(2 * np.pi * (300 + 150 * CHARS.index(c)) * np.arange(3200) / 16000) for c in chars]
-        ) * 0.3 + rng.normal(0, 0.01, len(chars) * 3200)
+            [np.sin(2 * np.pi * (300 + 150 * CHARS.index(c)) * np.arange(samples_per_char) / 16000)
+             for c in chars]
+        ) * 0.3 + rng.normal(0, 0.01, len(chars) * samples_per_char)
         soundfile.write(root / f"{uid}.wav", wav.astype(np.float32), 16000)
         scp.append(f"{uid} {root / (uid + '.wav')}")
         text.append(f"{uid} {''.join(chars)}")
@@ -108,3 +110,13 @@ TRAIN_CONFIG = {
     "batch_type": "unsorted", "batch_size": 2, "max_epoch": 1,
     "num_workers": 0, "use_tensorboard": False, "seed": 0,
 }
+
+# the data arguments of espnet2.bin.asr_train for dirs written by write_tone_data, as asr.sh passes them
+ASR_TRAIN_DATA_ARGS = [
+    "--train_data_path_and_name_and_type", "train/wav.scp,speech,sound",
+    "--train_data_path_and_name_and_type", "train/text,text,text",
+    "--train_shape_file", "train/speech_shape",
+    "--valid_data_path_and_name_and_type", "dev/wav.scp,speech,sound",
+    "--valid_data_path_and_name_and_type", "dev/text,text,text",
+    "--valid_shape_file", "dev/speech_shape",
+]

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 import yaml
 
-from tests.conftest import CHARS, TRAIN_CONFIG, write_tone_data
+from tests.conftest import ASR_TRAIN_DATA_ARGS, CHARS, TRAIN_CONFIG, write_tone_data
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +54,7 @@ def trained(tmp_path_factory):
         [
             PY, "-m", "espnet2.bin.asr_train", "--config", "train.yaml",
             "--token_type", "char", "--token_list", "tokens.txt", "--use_preprocessor", "true",
-            "--train_data_path_and_name_and_type", "train/wav.scp,speech,sound",
-            "--train_data_path_and_name_and_type", "train/text,text,text",
-            "--train_shape_file", "train/speech_shape",
-            "--valid_data_path_and_name_and_type", "dev/wav.scp,speech,sound",
-            "--valid_data_path_and_name_and_type", "dev/text,text,text",
-            "--valid_shape_file", "dev/speech_shape",
+            *ASR_TRAIN_DATA_ARGS,
             "--output_dir", "exp", "--ngpu", "0",
         ],
         cwd=d,

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 import yaml
 
@@ -30,8 +29,8 @@ from espnet_allinone.bin import hf_token_list  # noqa: E402
 from espnet_allinone.elastic import ElasticLinear, ElasticWeight  # noqa: E402
 from espnet_allinone.encoders.wav2vec2 import AllInOneWav2Vec2Encoder  # noqa: E402
 from espnet_allinone.quant import integer_codes, qmax  # noqa: E402
+from tests.conftest import ASR_TRAIN_DATA_ARGS, CHARS, write_tone_data  # noqa: E402
 
-CHARS = list("abcde")
 HIDDEN, UNITS, LAYERS = 32, 64, 3
 GRID = dict(subnet_depths=[2, 3], subnet_widths=[32, 64], subnet_bits=[4, 32])
 
@@ -269,25 +268,6 @@ def test_wav2vec2_base_compression_ratios_and_sizes(tmp_path):
 
 # ---- end to end, through the stock ESPnet entry points as asr.sh calls them ----
 
-def _write_data(root: Path, n: int, seed: int):
-    """n utterances of 0.6-1.2 s: one tone per character of a random 2-4 char text."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True)
-    scp, text, shape = [], [], []
-    for i in range(n):
-        uid = f"{root.name}_{i:02d}"
-        chars = rng.choice(CHARS, size=rng.integers(2, 5))
-        wav = np.concatenate(
-            [np.sin(2 * np.pi * (300 + 150 * CHARS.index(c)) * np.arange(4800) / 16000) for c in chars]
-        ) * 0.3 + rng.normal(0, 0.01, len(chars) * 4800)
-        soundfile.write(root / f"{uid}.wav", wav.astype(np.float32), 16000)
-        scp.append(f"{uid} {root / (uid + '.wav')}")
-        text.append(f"{uid} {''.join(chars)}")
-        shape.append(f"{uid} {len(wav)}")
-    for name, lines in [("wav.scp", scp), ("text", text), ("speech_shape", shape)]:
-        (root / name).write_text("\n".join(lines) + "\n")
-
-
 def _run(args, cwd):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -298,8 +278,8 @@ def _run(args, cwd):
 @pytest.fixture(scope="module")
 def trained(ckpt, tmp_path_factory):
     d = tmp_path_factory.mktemp("w2v2_e2e")
-    _write_data(d / "train", 6, 0)
-    _write_data(d / "dev", 2, 1)
+    write_tone_data(d / "train", 6, 0, samples_per_char=4800)
+    write_tone_data(d / "dev", 2, 1, samples_per_char=4800)
     _run([sys.executable, "-m", "espnet_allinone.bin.hf_token_list", "--hf_model", str(ckpt),
           "--output_dir", "tokens"], cwd=d)
     config = {
@@ -321,12 +301,7 @@ def trained(ckpt, tmp_path_factory):
         [
             sys.executable, "-m", "espnet2.bin.asr_train", "--config", "train.yaml",
             "--token_type", "char", "--token_list", "tokens/tokens.txt", "--use_preprocessor", "true",
-            "--train_data_path_and_name_and_type", "train/wav.scp,speech,sound",
-            "--train_data_path_and_name_and_type", "train/text,text,text",
-            "--train_shape_file", "train/speech_shape",
-            "--valid_data_path_and_name_and_type", "dev/wav.scp,speech,sound",
-            "--valid_data_path_and_name_and_type", "dev/text,text,text",
-            "--valid_shape_file", "dev/speech_shape",
+            *ASR_TRAIN_DATA_ARGS,
             "--output_dir", "exp", "--ngpu", "0",
         ],
         cwd=d,
