@@ -19,16 +19,8 @@ decode_subnets="12-3072-8bit 12-3072-6bit 12-2560-8bit 12-2560-6bit 11-3072-8bit
 ngpu=1
 nj=16
 inference_nj=16
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --*) name=${1#--}; [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
-             declare -p "${name}" >/dev/null 2>&1 || { echo "unknown option $1" >&2; exit 1; }
-             printf -v "${name}" '%s' "$2"; shift 2 ;;
-        *) echo "unexpected argument $1" >&2; exit 1 ;;
-    esac
-done
-
 [ -x asr.sh ] || { echo "run local/setup_espnet.sh first (links ESPnet's asr.sh)" >&2; exit 1; }
+. utils/parse_options.sh
 . ./path.sh
 
 token_dir=data/en_token_list/char

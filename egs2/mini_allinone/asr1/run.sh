@@ -31,14 +31,7 @@ max_epoch=
 train_config=conf/train_asr_allinone_conformer.yaml
 decode_config=conf/decode_asr.yaml
 expdir=exp/asr_allinone
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --*) name=${1#--}; [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
-             declare -p "${name}" >/dev/null 2>&1 || { echo "unknown option $1" >&2; exit 1; }
-             printf -v "${name}" '%s' "$2"; shift 2 ;;
-        *) echo "unexpected argument $1" >&2; exit 1 ;;
-    esac
-done
+. local/parse_options.sh
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 token_dir=data/token_list/${token_type}

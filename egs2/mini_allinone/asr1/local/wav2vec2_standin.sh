@@ -26,14 +26,7 @@ nj=2
 dir=exp/wav2vec2_standin
 train_config=conf/tuning/train_asr_allinone_wav2vec2_standin.yaml
 decode_config=conf/tuning/decode_ctc_wav2vec2.yaml
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --*) name=${1#--}; [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 1; }
-             declare -p "${name}" >/dev/null 2>&1 || { echo "unknown option $1" >&2; exit 1; }
-             printf -v "${name}" '%s' "$2"; shift 2 ;;
-        *) echo "unexpected argument $1" >&2; exit 1 ;;
-    esac
-done
+. local/parse_options.sh
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 sets="dev test test_unseen"
 eval_dirs=(); for s in ${sets}; do eval_dirs+=("${dir}/data/${s}"); done
