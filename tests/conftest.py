@@ -111,6 +111,18 @@ TRAIN_CONFIG = {
     "num_workers": 0, "use_tensorboard": False, "seed": 0,
 }
 
+def write_token_list(path: Path, chars=CHARS):
+    """ESPnet char token list: <blank>, <unk>, the characters, <sos/eos>."""
+    path.write_text("\n".join(["<blank>", "<unk>", *chars, "<sos/eos>"]) + "\n")
+
+
+def write_tone_corpus(root: Path, num_train: int, num_dev: int):
+    """root/{train,dev} (write_tone_data) and root/tokens.txt, as ASR_TRAIN_DATA_ARGS expect."""
+    write_tone_data(root / "train", num_train, 0)
+    write_tone_data(root / "dev", num_dev, 1)
+    write_token_list(root / "tokens.txt")
+
+
 # the data arguments of espnet2.bin.asr_train for dirs written by write_tone_data, as asr.sh passes them
 ASR_TRAIN_DATA_ARGS = [
     "--train_data_path_and_name_and_type", "train/wav.scp,speech,sound",

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ASR_TRAIN_DATA_ARGS, CHARS, TRAIN_CONFIG, write_tone_data
+from tests.conftest import ASR_TRAIN_DATA_ARGS, TRAIN_CONFIG, write_tone_corpus
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,9 +40,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
-    write_tone_data(d / "train", 8, 0)
-    write_tone_data(d / "dev", 2, 1)
-    (d / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", *CHARS, "<sos/eos>"]) + "\n")
+    write_tone_corpus(d, 8, 2)
     return d
 
 

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 import yaml
 
-from tests.conftest import ASR_TRAIN_DATA_ARGS, CHARS, TRAIN_CONFIG, write_tone_data
+from tests.conftest import ASR_TRAIN_DATA_ARGS, TRAIN_CONFIG, write_tone_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -46,9 +46,7 @@ def test_inference_cli_has_subnet_option(tmp_path, module):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("e2e")
-    write_tone_data(d / "train", 6, 0)
-    write_tone_data(d / "dev", 2, 1)
-    (d / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", *CHARS, "<sos/eos>"]) + "\n")
+    write_tone_corpus(d, 6, 2)
     (d / "train.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG))
     proc = run(
         [

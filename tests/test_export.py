@@ -27,7 +27,7 @@ from espnet_allinone.export import (
 )
 from espnet_allinone.int8 import IntegerConv, IntegerLinear, integer_module
 from espnet_allinone.quant import pack_codes, qmax, unpack_codes
-from tests.conftest import CHARS, TRAIN_CONFIG, write_tone_data
+from tests.conftest import CHARS, TRAIN_CONFIG, write_token_list, write_tone_data
 
 N_MELS = TRAIN_CONFIG["frontend_conf"]["n_mels"]
 SUBNETS = ["2-32-32bit", "2-32-8bit", "2-16-4bit", "1-16-8bit", "1-32-4bit"]
@@ -42,7 +42,7 @@ def _make_allinone(d, **encoder_conf):
     rng = np.random.default_rng(0)
     np.savez(d / "feats_stats.npz", count=np.array(100.0),
              sum=rng.normal(0, 10, N_MELS), sum_square=np.full(N_MELS, 400.0))
-    (d / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", *CHARS, "<sos/eos>"]) + "\n")
+    write_token_list(d / "tokens.txt", CHARS)
     config = {
         **TRAIN_CONFIG,
         "encoder_conf": {**TRAIN_CONFIG["encoder_conf"], "subnet_bits": [4, 8, 32],

@@ -11,6 +11,7 @@ import yaml
 
 from espnet_allinone.bin.report import main
 from espnet_allinone.scoring.wer import read_text, score
+from tests.conftest import write_token_list
 from tests.test_scoring import corrupt, generate, write_text
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ def _model(d, use_kl):
     from espnet2.tasks.asr import ASRTask
 
     d.mkdir(parents=True)
-    (d / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", *CHARS, "<sos/eos>"]) + "\n")
+    write_token_list(d / "tokens.txt", CHARS)
     conf = {**CONFIG, "model_conf": {**CONFIG["model_conf"], "use_kl": use_kl}}
     (d / "train.yaml").write_text(yaml.safe_dump(conf))
     args = ASRTask.get_parser().parse_args(
