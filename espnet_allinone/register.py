@@ -8,8 +8,9 @@ Calling them again is harmless.
 
 import argparse
 import logging
+from itertools import groupby
 from types import ModuleType
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from espnet_allinone.subnet import SubnetSpec
 
@@ -46,17 +47,37 @@ def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec]) -> Optional[S
     return spec
 
 
+def ctc_greedy_tokens(ctc, enc, blank_id: int = 0) -> List[int]:
+    """Greedy CTC: frame-wise argmax, repeats merged, blanks dropped.
+
+    Args:
+        ctc: ESPnet ``CTC`` module.
+        enc: (T, D) encoder output of one utterance.
+    Returns:
+        token ids.
+    """
+    best = ctc.argmax(enc.unsqueeze(0))[0].tolist()
+    return [t for t, _ in groupby(best) if t != blank_id]
+
+
 def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
-    """Give ``espnet2.bin.asr_inference`` a ``subnet`` option.
+    """Give ``espnet2.bin.asr_inference`` ``subnet`` and ``ctc_greedy`` options.
 
     ``Speech2Text(..., subnet="8-1024-4bit")``, ``--subnet`` on the command line and
     ``subnet:`` in a decode config all select the subnet to decode with.
+    ``ctc_greedy`` (``--ctc_greedy true`` / ``ctc_greedy: true``) decodes with greedy
+    CTC instead of the beam search: the usual decoding of CTC-only (wav2vec2) systems,
+    and much faster than ESPnet's CTC prefix scoring, which loops over frames per token.
     """
     m = inference_module
     if m is None:
         import espnet2.bin.asr_inference as m
     if getattr(m.Speech2Text, "_allinone_patched", False):
         return
+    import torch
+    from espnet2.utils.types import str2bool
+    from espnet.nets.beam_search import Hypothesis
+
     stock_speech2text, stock_inference, stock_get_parser = m.Speech2Text, m.inference, m.get_parser
 
     class Speech2Text(stock_speech2text):
@@ -65,16 +86,32 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
             "(default: the largest).\n"
         )
         default_subnet: Optional[str] = None
+        default_ctc_greedy: bool = False
         _allinone_patched = True
 
-        def __init__(self, *args, subnet: Optional[str] = None, **kwargs):
+        def __init__(self, *args, subnet: Optional[str] = None, ctc_greedy: Optional[bool] = None,
+                     **kwargs):
             super().__init__(*args, **kwargs)
             self.subnet = select_subnet(self.asr_model, subnet or self.default_subnet)
+            self.ctc_greedy = self.default_ctc_greedy if ctc_greedy is None else ctc_greedy
+            if self.ctc_greedy and getattr(self.asr_model, "ctc", None) is None:
+                raise ValueError("ctc_greedy=True needs a model with a CTC layer")
 
-    def inference(*args, subnet: Optional[str] = None, **kwargs):
+        def _decode_single_sample(self, enc):
+            if not self.ctc_greedy:
+                return super()._decode_single_sample(enc)
+            token_int = ctc_greedy_tokens(self.asr_model.ctc, enc, self.asr_model.blank_id)
+            token = self.converter.ids2tokens(token_int)
+            text = self.tokenizer.tokens2text(token) if self.tokenizer is not None else None
+            sos, eos = self.asr_model.sos, self.asr_model.eos
+            hyp = Hypothesis(yseq=torch.tensor([sos, *token_int, eos]), score=0.0)
+            return [(text, token, token_int, hyp)]
+
+    def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False, **kwargs):
         # stock inference() builds Speech2Text from a fixed list of arguments,
         # so the subnet travels as the class default for this call.
-        m.Speech2Text = type("Speech2Text", (Speech2Text,), {"default_subnet": subnet})
+        m.Speech2Text = type("Speech2Text", (Speech2Text,),
+                             {"default_subnet": subnet, "default_ctc_greedy": ctc_greedy})
         try:
             return stock_inference(*args, **kwargs)
         finally:
@@ -89,6 +126,12 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
             default=None,
             help="Subnet DEPTH-WIDTH-BITSbit of an all-in-one model to decode with, "
             "e.g. 8-1024-4bit (default: the largest)",
+        )
+        group.add_argument(
+            "--ctc_greedy",
+            type=str2bool,
+            default=False,
+            help="Decode with greedy CTC (frame-wise argmax) instead of the beam search",
         )
         return parser
 

@@ -41,6 +41,22 @@ def test_registration_is_lazy_and_automatic(tmp_path):
 def test_inference_cli_has_subnet_option(tmp_path, module):
     out = run([PY, "-m", module, "--help"], cwd=tmp_path).stdout
     assert "--subnet" in out and "DEPTH-WIDTH-BITSbit" in out
+    assert "--ctc_greedy" in out
+
+
+def test_ctc_greedy_tokens_merges_repeats_and_drops_blanks():
+    import torch
+
+    from espnet_allinone.register import ctc_greedy_tokens
+
+    class FakeCTC:
+        def argmax(self, enc):  # (1, T, D) -> (1, T): the best token per frame
+            return enc.argmax(-1)
+
+    frames = [0, 3, 3, 0, 3, 5, 5, 0, 0, 2]
+    enc = torch.nn.functional.one_hot(torch.tensor(frames), 6).float()
+    assert ctc_greedy_tokens(FakeCTC(), enc) == [3, 3, 5, 2]
+    assert ctc_greedy_tokens(FakeCTC(), enc, blank_id=3) == [0, 0, 5, 0, 2]
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +136,32 @@ def test_speech2text_python_api(trained):
     assert s_small(wav)  # decodes to an n-best list
     with pytest.raises(ValueError, match="valid subnets"):
         Speech2Text(**kwargs, subnet="2-64-4bit")
+
+
+@pytest.mark.parametrize("subnet", ["2-32-32bit", "1-16-4bit"])
+def test_ctc_greedy_decodes_the_subnets_frame_argmax(trained, subnet):
+    import torch
+
+    from espnet_allinone.inference import Speech2Text
+
+    kwargs = dict(asr_train_config=trained / "exp/config.yaml", asr_model_file=trained / "exp/1epoch.pth")
+    s2t = Speech2Text(**kwargs, subnet=subnet, ctc_greedy=True)
+    wav, _ = soundfile.read(trained / "dev" / "dev_00.wav")
+    text, token, token_int, hyp = s2t(wav)[0]
+    x = torch.tensor(wav, dtype=torch.float32)[None]
+    with torch.no_grad():
+        enc, _ = s2t.asr_model.encode(x, torch.tensor([x.size(1)]))
+        best = s2t.asr_model.ctc.log_softmax(enc)[0].argmax(-1)
+    expected = [t for t in torch.unique_consecutive(best).tolist() if t != 0]
+    assert token_int == expected
+    assert token == [s2t.asr_model.token_list[t] for t in expected]
+    assert text == "".join(token).replace("<space>", " ")
+    # the stock CLI with ctc_greedy in the decode config writes the same hypothesis
+    out = trained / f"greedy_{subnet}"
+    (trained / f"greedy_{subnet}.yaml").write_text(yaml.safe_dump({"ctc_greedy": True, "subnet": subnet}))
+    run([PY, "-m", "espnet2.bin.asr_inference", "--config", f"greedy_{subnet}.yaml",
+         "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/1epoch.pth",
+         "--data_path_and_name_and_type", "dev/wav.scp,speech,sound",
+         "--output_dir", str(out), "--ngpu", "0"], cwd=trained, timeout=300)
+    line = [l for l in (out / "1best_recog/text").read_text().splitlines() if l.startswith("dev_00")]
+    assert (line[0].split(maxsplit=1) + [""])[1] == text.strip()

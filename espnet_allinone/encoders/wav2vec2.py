@@ -10,7 +10,6 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
 from espnet_allinone.elastic import ElasticSequential, make_elastic
@@ -20,12 +19,13 @@ from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 FFN_ORDERS = ("l2", "stored")
 
 
-def load_wav2vec2(name_or_dir: str, **config_overrides: Any):
+def load_wav2vec2(name_or_dir: str, weights: bool = True, **config_overrides: Any):
     """``Wav2Vec2Model.from_pretrained`` (float32) with ``config_overrides`` applied.
 
     Accepts a local directory or a hub name, holding a ``Wav2Vec2Model`` or a
     ``Wav2Vec2ForCTC`` (its ``lm_head`` is not loaded here). Raises ValueError if it
-    is not a wav2vec2 checkpoint.
+    is not a wav2vec2 checkpoint. ``weights=False`` builds the architecture from its
+    ``config.json`` alone (randomly initialised; under ``torch.device("meta")``, no memory).
     """
     from transformers import AutoConfig, Wav2Vec2Model
 
@@ -44,6 +44,8 @@ def load_wav2vec2(name_or_dir: str, **config_overrides: Any):
     if getattr(config, "add_adapter", False):
         raise ValueError(f"{name_or_dir!r}: wav2vec2 models with add_adapter are not supported")
     config.update(config_overrides)
+    if not weights:
+        return Wav2Vec2Model(config)
     return Wav2Vec2Model.from_pretrained(name_or_dir, config=config, dtype=torch.float32)
 
 
@@ -70,13 +72,23 @@ def sort_ffn_units(ffn: torch.nn.Module) -> torch.Tensor:
     return order
 
 
+def valid_mask(lengths: torch.Tensor, maxlen: int) -> torch.Tensor:
+    """(B,) lengths -> (B, maxlen) bool, True on valid positions.
+
+    ESPnet's ``make_pad_mask`` builds a (maxlen, maxlen) matrix (its ONNX-traceable
+    path) whenever it is given a reference tensor: 2.3e9 elements for 3 s of 16 kHz
+    audio. This is O(B maxlen).
+    """
+    return torch.arange(maxlen, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def normalize_waveform(xs: torch.Tensor, ilens: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance per utterance over its valid samples, padding zeroed:
     what Hugging Face's ``Wav2Vec2FeatureExtractor(do_normalize=True)`` feeds the model.
 
     (B, L), (B,) -> (B, L)
     """
-    valid = ~make_pad_mask(ilens, xs, 1)
+    valid = valid_mask(ilens.to(xs.device), xs.size(1))
     n = ilens.to(xs.dtype).clamp_min(1).unsqueeze(1)
     mean = (xs * valid).sum(1, keepdim=True) / n
     var = (((xs - mean) * valid) ** 2).sum(1, keepdim=True) / n
@@ -118,6 +130,10 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         freeze_feature_encoder: No gradient for the CNN feature extractor (as HF's
             fine-tuning recipes).
         hf_conf: Further ``Wav2Vec2Config`` overrides, e.g. ``{hidden_dropout: 0.1}``.
+        load_weights: False builds the architecture from ``hf_model``'s config.json
+            alone, without its weights and without reordering the FFN units: for a
+            model whose ESPnet checkpoint (already reordered) is loaded afterwards, and
+            for counting sizes on the meta device.
 
     Forward: (B, L) waveform, (B,) lengths -> (B, T, hidden_size), (B,), None.
     """
@@ -141,6 +157,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         mask_feature_length: int = 10,
         freeze_feature_encoder: bool = True,
         hf_conf: Optional[Dict[str, Any]] = None,
+        load_weights: bool = True,
     ):
         super().__init__()
         if input_size != 1:
@@ -159,7 +176,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
             apply_spec_augment=mask_time_prob > 0 or mask_feature_prob > 0,
         )
         overrides.update(hf_conf or {})
-        self.wav2vec2 = load_wav2vec2(hf_model, **overrides)
+        self.wav2vec2 = load_wav2vec2(hf_model, weights=load_weights, **overrides)
         self.normalize_waveform = normalize_waveform
         self.use_attention_mask = use_attention_mask
         if freeze_feature_encoder:
@@ -177,7 +194,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         encoder = self.wav2vec2.encoder
         bits = sorted({s.bits for s in self.subnet_space})
         for layer in encoder.layers:
-            if ffn_order == "l2":
+            if ffn_order == "l2" and load_weights:
                 sort_ffn_units(layer.feed_forward)
             make_elastic(layer, bits)
             ffn = layer.feed_forward
@@ -222,7 +239,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         olens = w2v._get_feat_extract_output_lengths(ilens).to(torch.long)
         frame_mask = None
         if self.use_attention_mask:
-            frame_mask = ~make_pad_mask(olens, maxlen=feats.size(1)).to(feats.device)
+            frame_mask = valid_mask(olens.to(feats.device), feats.size(1))
         hidden, _ = w2v.feature_projection(feats)
         hidden = w2v._mask_hidden_states(hidden, attention_mask=frame_mask)
         value = (hidden, frame_mask, olens)

@@ -9,6 +9,10 @@ the *architecture and the loading path* only: it has no self-supervised pretrain
 
     python local/wav2vec2_standin.py --train_dir data/train --valid_dir data/dev \\
         --out_dir exp/wav2vec2_standin --epochs 10
+
+``--decode_dirs D1 D2 ...`` instead decodes a saved stand-in (``--out_dir``) greedily
+(HF's argmax + ``batch_decode``) into ``--decode_out/<set>/text`` and ``rtf``: the float
+model before the all-in-one fine-tune, the baseline of the report.
 """
 
 import argparse
@@ -66,10 +70,31 @@ def batches(items, processor, max_seconds: float, shuffle: bool):
             return
 
 
+def decode(model_dir: Path, data_dirs: List[Path], out_dir: Path, device: str):
+    """Greedy CTC hypotheses of a saved stand-in, one utterance at a time (as ESPnet decodes)."""
+    processor = Wav2Vec2Processor.from_pretrained(model_dir)
+    model = Wav2Vec2ForCTC.from_pretrained(model_dir).to(device).eval()
+    for d in data_dirs:
+        lines, spent, audio = [], 0.0, 0.0
+        for key, path, _ in read_dir(d):
+            wav = soundfile.read(path, dtype="float32")[0]
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                x = processor(wav, sampling_rate=16000, return_tensors="pt").input_values.to(device)
+                hyp = processor.batch_decode(model(x).logits.argmax(-1).cpu())[0]
+            spent += time.perf_counter() - t0
+            audio += len(wav) / 16000
+            lines.append(f"{key} {hyp}".rstrip())
+        (out_dir / d.name).mkdir(parents=True, exist_ok=True)
+        (out_dir / d.name / "text").write_text("\n".join(lines) + "\n")
+        (out_dir / d.name / "rtf").write_text(f"{spent / audio:.4f}\n")
+        logging.info(f"decoded {d.name}: {len(lines)} utterances, RTF {spent / audio:.3f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train_dir", type=Path, required=True)
-    p.add_argument("--valid_dir", type=Path, required=True)
+    p.add_argument("--train_dir", type=Path)
+    p.add_argument("--valid_dir", type=Path)
     p.add_argument("--out_dir", type=Path, required=True)
     p.add_argument("--num_train", type=int, default=0, help="first N utterances (0 = all)")
     p.add_argument("--epochs", type=int, default=10)
@@ -80,8 +105,22 @@ def main(argv=None):
     p.add_argument("--intermediate_size", type=int, default=576)
     p.add_argument("--conv_dim", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto: cuda if available, else cpu")
+    p.add_argument("--time_budget", type=float, default=0.0,
+                   help="seconds of training; if > 0, the number of epochs is cut after epoch 1 "
+                        "to what fits (the learning-rate schedule is rescaled to it)")
+    p.add_argument("--decode_dirs", type=Path, nargs="+", help="decode these with the saved model")
+    p.add_argument("--decode_out", type=Path, help="hypotheses go to DECODE_OUT/<set>/text")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.decode_dirs:
+        if args.decode_out is None:
+            p.error("--decode_dirs needs --decode_out")
+        torch.set_num_threads(1)  # as ESPnet's decoding jobs
+        return decode(args.out_dir, args.decode_dirs, args.decode_out, device)
+    if args.train_dir is None or args.valid_dir is None:
+        p.error("training needs --train_dir and --valid_dir")
     random.seed(args.seed)
     torch.manual_seed(args.seed)
 
@@ -106,23 +145,31 @@ def main(argv=None):
         mask_time_prob=0.05, layerdrop=0.0, ctc_loss_reduction="mean", ctc_zero_infinity=True,
         hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.0, feat_proj_dropout=0.1,
     )
-    model = Wav2Vec2ForCTC(config)
+    model = Wav2Vec2ForCTC(config).to(device)
     logging.info(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-                 f"{len(train)} training utterances, vocabulary {len(vocab)}")
+                 f"{len(train)} training utterances, vocabulary {len(vocab)}, device {device}")
     train_iter = batches(train, processor, args.batch_seconds, shuffle=True)
     steps_per_epoch = sum(1 for _ in batches(train, processor, args.batch_seconds, shuffle=False))
-    total = steps_per_epoch * args.epochs
-    warmup = max(1, total // 10)
+    epochs = args.epochs
+    # warm-up over the first 10 % of the planned steps, then linear decay to 0 at the end
+    # (``epochs`` may be cut by --time_budget after epoch 1; the decay follows it)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+
+    def lr_factor(step: int) -> float:
+        total = steps_per_epoch * epochs
+        warmup = max(1, total // 10)
+        return min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_factor)
     start = time.time()
-    for epoch in range(1, args.epochs + 1):
+    epoch = 0
+    while epoch < epochs:
+        epoch += 1
         model.train()
         losses = []
         for _ in range(steps_per_epoch):
-            loss = model(**next(train_iter)).loss
+            batch = {k: v.to(device) for k, v in next(train_iter).items()}
+            loss = model(**batch).loss
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -134,15 +181,21 @@ def main(argv=None):
         with torch.no_grad():
             for b in batches(valid, processor, args.batch_seconds, shuffle=False):
                 labels = b.pop("labels")
-                hyps += processor.batch_decode(model(**b).logits.argmax(-1))
+                b = {k: v.to(device) for k, v in b.items()}
+                hyps += processor.batch_decode(model(**b).logits.argmax(-1).cpu())
                 refs += processor.tokenizer.batch_decode(
                     labels.masked_fill(labels < 0, vocab["<pad>"]), group_tokens=False
                 )
         logging.info(f"epoch {epoch}: train loss {sum(losses) / len(losses):.3f}, "
                      f"valid greedy CER {100 * jiwer.cer(refs, hyps):.1f}%, "
                      f"{time.time() - start:.0f}s")
+        if epoch == 1 and args.time_budget > 0:
+            fit = max(1, int(args.time_budget // (time.time() - start)))
+            if fit < epochs:
+                logging.info(f"--time_budget {args.time_budget:.0f}s: {fit} epochs instead of {epochs}")
+                epochs = fit
     model.config.mask_time_prob = 0.0  # as a released checkpoint: fine-tuning sets its own
-    model.save_pretrained(args.out_dir)
+    model.cpu().save_pretrained(args.out_dir)
     processor.save_pretrained(args.out_dir)
     logging.info(f"saved to {args.out_dir}")
 

@@ -6,10 +6,13 @@
 #                (stands in for facebook/wav2vec2-base-100h)      -> ${dir}/pretrained
 #   3 tokens     ESPnet token list + CTC head from its vocabulary  -> ${dir}/token_list
 #   4 finetune   ONE all-in-one fine-tune with stock espnet2.bin.asr_train (allinone_wav2vec2)
-#   5 decode     every subnet (espnet_allinone.bin.decode_subnets, CTC only)
-#   6 report     RESULTS.md / results.csv / wer_vs_size.png in ${dir}/asr_allinone
+#   5 decode     every subnet (espnet_allinone.bin.decode_subnets, greedy CTC), and the
+#                stand-in itself before the fine-tune (HF, greedy)      -> ${dir}/standin_decode
+#   6 report     RESULTS.md / results.csv / wer_vs_size.png in ${dir}/asr_allinone, the
+#                stand-in as the float baseline (6-576-32bit)
 # Usage: local/wav2vec2_standin.sh [--stage N] [--stop_stage N] [--num_train N] [--num_eval N]
-#            [--standin_epochs N] [--finetune_epochs N] [--nj N] [--dir DIR]
+#            [--standin_epochs N] [--standin_budget SECONDS] [--finetune_epochs N]
+#            [--batch_seconds S] [--finetune_batch_seconds S] [--ngpu 0|1] [--nj N] [--dir DIR]
 # Tiny check (minutes): --num_train 60 --num_eval 10 --standin_epochs 1 --finetune_epochs 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,13 +23,18 @@ stop_stage=6
 num_train=3000
 num_eval=0                 # utterances per evaluation set (0 = all)
 standin_epochs=10
+standin_budget=0           # > 0: cut the stand-in's epochs to what fits into this many seconds
 finetune_epochs=2
-batch_seconds=60           # audio per batch, both trainings
+batch_seconds=60           # audio per batch of the stand-in training
+finetune_batch_seconds=    # audio per batch of the fine-tune (default: batch_seconds)
+ngpu=0                     # 1: both trainings and decoding on the GPU
 nj=2
 dir=exp/wav2vec2_standin
 train_config=conf/tuning/train_asr_allinone_wav2vec2_standin.yaml
 decode_config=conf/tuning/decode_ctc_wav2vec2.yaml
 . local/parse_options.sh
+finetune_batch_seconds=${finetune_batch_seconds:-${batch_seconds}}
+device=cpu; [ "${ngpu}" -gt 0 ] && device=cuda
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 sets="dev test test_unseen"
 eval_dirs=(); for s in ${sets}; do eval_dirs+=("${dir}/data/${s}"); done
@@ -48,6 +56,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "stage 2: train the stand-in wav2vec2 CTC model -> ${dir}/pretrained (log: ${dir}/standin.log)"
     python local/wav2vec2_standin.py --train_dir "${dir}/data/train" --valid_dir "${dir}/data/dev" \
         --out_dir "${dir}/pretrained" --epochs "${standin_epochs}" --batch_seconds "${batch_seconds}" \
+        --time_budget "${standin_budget}" --device "${device}" \
         2>&1 | tee "${dir}/standin.log" | grep --line-buffered -E "parameters|epoch|saved" || true
     [ -f "${dir}/pretrained/config.json" ] || { tail -20 "${dir}/standin.log"; exit 1; }
 fi
@@ -59,7 +68,7 @@ fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     # the paper's schedule: linear warm-up over the first 10% of the steps, linear decay to 0
-    bins=$((batch_seconds * 16000))
+    bins=$((finetune_batch_seconds * 16000))
     samples=$(awk '{ s += $2 } END { print s }' "${dir}/data/train/utt2num_samples")
     steps=$(( (samples + bins - 1) / bins * finetune_epochs ))
     warmup=$(( steps / 10 > 0 ? steps / 10 : 1 ))
@@ -78,17 +87,21 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
         --valid_data_path_and_name_and_type "${dir}/data/dev/text,text,text" \
         --train_shape_file "${dir}/data/train/utt2num_samples" \
         --valid_shape_file "${dir}/data/dev/utt2num_samples" \
-        --resume true --output_dir "${expdir}" --ngpu 0 > "${expdir}/train.log" 2>&1 \
+        --resume true --output_dir "${expdir}" --ngpu "${ngpu}" > "${expdir}/train.log" 2>&1 \
         || { tail -20 "${expdir}/train.log"; exit 1; }
     grep -E "[0-9]+epoch results" "${expdir}/train.log" | sed -E 's/^.*INFO: //; s/(.{240}).*/\1 .../' || true
 fi
 
 model_file=${expdir}/valid.loss.best.pth
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-    log "stage 5: decode every subnet on ${sets} (${nj} jobs)"
+    log "stage 5: decode the stand-in (baseline) and every subnet on ${sets} (${nj} jobs)"
+    python local/wav2vec2_standin.py --out_dir "${dir}/pretrained" --device "${device}" \
+        --decode_dirs "${eval_dirs[@]}" --decode_out "${dir}/standin_decode" \
+        2> "${dir}/standin_decode.log" || { tail -20 "${dir}/standin_decode.log"; exit 1; }
+    grep "decoded" "${dir}/standin_decode.log" | sed -E 's/^.*INFO:? ?//' || true
     python -m espnet_allinone.bin.decode_subnets --asr_train_config "${expdir}/config.yaml" \
         --asr_model_file "${model_file}" --data_dir "${eval_dirs[@]}" \
-        --subnets all --config "${decode_config}" --output_dir "${expdir}/decode" --nj "${nj}" \
+        --subnets all --config "${decode_config}" --output_dir "${expdir}/decode" --nj "${nj}" --device "${device}" \
         2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
 fi
 
@@ -96,7 +109,9 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     log "stage 6: report"
     python -m espnet_allinone.bin.report --asr_train_config "${expdir}/config.yaml" \
         --asr_model_file "${model_file}" --decode_dir "${expdir}/decode" \
-        --data_dir "${eval_dirs[@]}" \
+        --data_dir "${eval_dirs[@]}" --baseline_decode_dir "${dir}/standin_decode" \
+        --baseline_name "$(python -c "import json; c = json.load(open('${dir}/pretrained/config.json')); \
+print(f\"{c['num_hidden_layers']}-{c['intermediate_size']}-32bit\")")" \
         --out_dir "${expdir}" 2> "${expdir}/report.log" || { tail -20 "${expdir}/report.log"; exit 1; }
     cat "${expdir}/RESULTS.md" 2>/dev/null || true
 fi
