@@ -6,8 +6,9 @@
 #                (stands in for facebook/wav2vec2-base-100h)      -> ${dir}/pretrained
 #   3 tokens     ESPnet token list + CTC head from its vocabulary  -> ${dir}/token_list
 #   4 finetune   ONE all-in-one fine-tune with stock espnet2.bin.asr_train (allinone_wav2vec2)
-#   5 decode     every subnet (espnet_allinone.bin.decode_subnets, greedy CTC), and the
-#                stand-in itself before the fine-tune (HF, greedy)      -> ${dir}/standin_decode
+#   5 decode     every subnet (espnet_allinone.bin.decode_subnets, greedy CTC), the stand-in
+#                itself (HF, greedy) -> ${dir}/standin_decode, and the subnets sliced from the
+#                stand-in without the fine-tune (ablation)       -> .../decode_no_finetune
 #   6 report     RESULTS.md / results.csv / wer_vs_size.png in ${dir}/asr_allinone, the
 #                stand-in as the float baseline (6-576-32bit)
 # Usage: local/wav2vec2_standin.sh [--stage N] [--stop_stage N] [--num_train N] [--num_eval N]
@@ -22,18 +23,17 @@ stage=1
 stop_stage=6
 num_train=3000
 num_eval=0                 # utterances per evaluation set (0 = all)
-standin_epochs=10
+standin_epochs=12
 standin_budget=0           # > 0: cut the stand-in's epochs to what fits into this many seconds
-finetune_epochs=2
-batch_seconds=60           # audio per batch of the stand-in training
-finetune_batch_seconds=    # audio per batch of the fine-tune (default: batch_seconds)
+finetune_epochs=3
+batch_seconds=40           # audio per batch of the stand-in training
+finetune_batch_seconds=200 # audio per batch of the fine-tune (the paper: ~202 s)
 ngpu=0                     # 1: both trainings and decoding on the GPU
 nj=2
 dir=exp/wav2vec2_standin
 train_config=conf/tuning/train_asr_allinone_wav2vec2_standin.yaml
 decode_config=conf/tuning/decode_ctc_wav2vec2.yaml
 . local/parse_options.sh
-finetune_batch_seconds=${finetune_batch_seconds:-${batch_seconds}}
 device=cpu; [ "${ngpu}" -gt 0 ] && device=cuda
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 sets="dev test test_unseen"
@@ -102,7 +102,15 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     python -m espnet_allinone.bin.decode_subnets --asr_train_config "${expdir}/config.yaml" \
         --asr_model_file "${model_file}" --data_dir "${eval_dirs[@]}" \
         --subnets all --config "${decode_config}" --output_dir "${expdir}/decode" --nj "${nj}" --device "${device}" \
-        2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
+        2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }    # ablation: the subnets sliced from the stand-in without the all-in-one fine-tune
+    python local/wav2vec2_init_checkpoint.py --asr_train_config "${expdir}/config.yaml" \
+        --ctc_head "${dir}/token_list/ctc_head.pth" --out "${expdir}/init_no_finetune.pth" \
+        2>> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
+    python -m espnet_allinone.bin.decode_subnets --asr_train_config "${expdir}/config.yaml" \
+        --asr_model_file "${expdir}/init_no_finetune.pth" --data_dir "${eval_dirs[@]}" \
+        --subnets all --config "${decode_config}" --output_dir "${expdir}/decode_no_finetune" \
+        --nj "${nj}" --device "${device}" \
+        2>> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
@@ -113,6 +121,18 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         --baseline_name "$(python -c "import json; c = json.load(open('${dir}/pretrained/config.json')); \
 print(f\"{c['num_hidden_layers']}-{c['intermediate_size']}-32bit\")")" \
         --out_dir "${expdir}" 2> "${expdir}/report.log" || { tail -20 "${expdir}/report.log"; exit 1; }
-    cat "${expdir}/RESULTS.md" 2>/dev/null || true
+    cat "${expdir}/RESULTS.md" 2>/dev/null || true    log "pooled WER [%] of each subnet: all-in-one fine-tune vs sliced from the stand-in without it"
+    python - "${expdir}" "${eval_dirs[@]}" <<'PY' 2>/dev/null
+import sys
+from pathlib import Path
+from espnet_allinone.scoring.wer import score_files
+exp, sets = Path(sys.argv[1]), [Path(d) for d in sys.argv[2:]]
+for sub in sorted(p.name for p in (exp / "decode").iterdir() if p.is_dir()):
+    row = []
+    for dec in ("decode", "decode_no_finetune"):
+        w = [score_files(d / "text", exp / dec / sub / d.name / "text") for d in sets]
+        row.append(100 * sum(x.errors for x in w) / sum(x.words for x in w))
+    print(f"{sub}: fine-tuned {row[0]:.1f}, without fine-tune {row[1]:.1f}")
+PY
 fi
 log "done in ${SECONDS}s"
