@@ -1,4 +1,4 @@
-"""Put the all-in-one classes into ESPnet's choices and ``subnet`` into its inference.
+"""Put the all-in-one classes into ESPnet's choices and ``subnet``/``ctc_greedy`` into its inference.
 
 ESPnet has no plugin entry points, so :mod:`espnet_allinone._hook` calls these
 functions right after ESPnet's own modules are imported (in any process, including
@@ -84,6 +84,7 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
         __doc__ = (stock_speech2text.__doc__ or "") + (
             "\n    subnet: all-in-one subnet to decode with, e.g. '8-1024-4bit' "
             "(default: the largest).\n"
+            "    ctc_greedy: decode with greedy CTC instead of the beam search.\n"
         )
         default_subnet: Optional[str] = None
         default_ctc_greedy: bool = False

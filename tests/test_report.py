@@ -180,3 +180,24 @@ def test_duplicate_labels_are_a_usage_error(results, capsys):
               "--data_dir", str(tmp / "data" / "dev"), "--out_dir", str(tmp / "out_dup"), "--label", "K",
               "--other_allinone", f"K:{tmp / 'A' / 'config.yaml'}:{tmp / 'A' / 'decode'}"])
     assert "distinct and non-empty" in capsys.readouterr().err
+
+
+def test_training_time_read_from_the_models_own_log(results):
+    """Without --train_times, an all-in-one model's time is its ESPnet train.log's epochs."""
+    tmp, _, _, _ = results
+    exp = tmp / "K_logged"
+    exp.mkdir()
+    (exp / "config.yaml").write_bytes((tmp / "K" / "config.yaml").read_bytes())
+    (exp / "train.log").write_text("".join(
+        f"[vm] 2026 (trainer:394) INFO: {e}epoch results: [train] loss=1.0, train_time=0.5, "
+        f"time=1 minute and 2 seconds, total_count={10 * e}, [valid] loss=1.0, time=3 seconds, "
+        f"total_count=4\n" for e in (1, 2)))
+    out = tmp / "out_logged"
+    main([
+        "--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(tmp / "K" / "model.pth"),
+        "--decode_dir", str(tmp / "K" / "decode"),
+        "--data_dir", *(str(tmp / "data" / s) for s in SETS), "--out_dir", str(out),
+    ])
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {float(r["train_time_s"]) for r in rows} == {2 * (62 + 3)}

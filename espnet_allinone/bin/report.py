@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Tuple
 from espnet_allinone.scoring.mapsswe import matched_segments, mapsswe_from_segments
 from espnet_allinone.scoring.wer import BACKENDS, WER, read_text, resolve_backend, score_files
 from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.train_log import train_seconds
 
 ALPHA = 0.05
 AVG = "avg"
@@ -117,6 +118,14 @@ def build_systems(args, sets: List[str]) -> List[System]:
     if label is None:  # the paper's letters: K with the KL term, A without
         label = "K" if getattr(model, "use_kl", False) else "A"
     models.append((label, model, Path(args.decode_dir)))
+    # an all-in-one model's training time: --train_times, else its own ESPnet logs
+    # (train.log beside its config.yaml, as asr.sh and the mini recipe keep them)
+    configs = [other.split(":", 2)[1] for other in args.other_allinone] + [args.asr_train_config]
+    for (lab, _, _), config in zip(models, configs):
+        if lab not in times:
+            seconds = train_seconds(Path(config).parent)
+            if seconds is not None:
+                times[lab] = seconds
     labels = [m[0] for m in models]
     if "" in labels or len(set(labels)) != len(labels):
         raise ValueError(f"all-in-one labels must be distinct and non-empty: {labels}")
@@ -338,7 +347,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline_decode_dir", help="the float baseline: DIR/<set>/text")
     p.add_argument("--baseline_name", help="its architecture, e.g. 12-2048-32bit "
                    "(default: the largest subnet at 32 bits)")
-    p.add_argument("--train_times", help='JSON {"<label | subnet | baseline>": seconds}')
+    p.add_argument("--train_times", help='JSON {"<label | subnet | baseline>": seconds}; an '
+                   "all-in-one model missing there: from the ESPnet train.log beside its config")
     p.add_argument("--wer_backend", choices=BACKENDS, default="auto",
                    help="auto: sclite if installed, else jiwer")
     return p
