@@ -10,7 +10,7 @@ import argparse
 import logging
 from itertools import groupby
 from types import ModuleType
-from typing import List, Optional, Union
+from typing import Iterable, List, Optional, Union
 
 from espnet_allinone.subnet import SubnetSpec
 
@@ -47,17 +47,20 @@ def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec]) -> Optional[S
     return spec
 
 
-def ctc_greedy_tokens(ctc, enc, blank_id: int = 0) -> List[int]:
-    """Greedy CTC: frame-wise argmax, repeats merged, blanks dropped.
+def ctc_greedy_tokens(ctc, enc, blank_id: int = 0, exclude: Iterable[int] = ()) -> List[int]:
+    """Greedy CTC: frame-wise argmax, repeats merged, blanks (and ``exclude``) dropped.
 
     Args:
         ctc: ESPnet ``CTC`` module.
         enc: (T, D) encoder output of one utterance.
+        exclude: further ids never emitted, e.g. ``<sos/eos>`` (as ESPnet's intermediate
+            CTC decoding drops them).
     Returns:
         token ids.
     """
+    drop = {blank_id, *exclude}
     best = ctc.argmax(enc.unsqueeze(0))[0].tolist()
-    return [t for t, _ in groupby(best) if t != blank_id]
+    return [t for t, _ in groupby(best) if t not in drop]
 
 
 def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
@@ -101,10 +104,10 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
         def _decode_single_sample(self, enc):
             if not self.ctc_greedy:
                 return super()._decode_single_sample(enc)
-            token_int = ctc_greedy_tokens(self.asr_model.ctc, enc, self.asr_model.blank_id)
+            sos, eos = self.asr_model.sos, self.asr_model.eos
+            token_int = ctc_greedy_tokens(self.asr_model.ctc, enc, self.asr_model.blank_id, (sos, eos))
             token = self.converter.ids2tokens(token_int)
             text = self.tokenizer.tokens2text(token) if self.tokenizer is not None else None
-            sos, eos = self.asr_model.sos, self.asr_model.eos
             hyp = Hypothesis(yseq=torch.tensor([sos, *token_int, eos]), score=0.0)
             return [(text, token, token_int, hyp)]
 

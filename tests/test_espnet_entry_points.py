@@ -57,6 +57,7 @@ def test_ctc_greedy_tokens_merges_repeats_and_drops_blanks():
     enc = torch.nn.functional.one_hot(torch.tensor(frames), 6).float()
     assert ctc_greedy_tokens(FakeCTC(), enc) == [3, 3, 5, 2]
     assert ctc_greedy_tokens(FakeCTC(), enc, blank_id=3) == [0, 0, 5, 0, 2]
+    assert ctc_greedy_tokens(FakeCTC(), enc, exclude=[5]) == [3, 3, 2]
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,6 @@ def test_ctc_greedy_decodes_the_subnets_frame_argmax(trained, subnet):
          "--output_dir", str(out), "--ngpu", "0"], cwd=trained, timeout=300)
     line = [l for l in (out / "1best_recog/text").read_text().splitlines() if l.startswith("dev_00")]
     assert (line[0].split(maxsplit=1) + [""])[1] == text.strip()
+    # the greedy path, not the beam search, wrote it: only greedy hypotheses score 0.0
+    scores = dict(l.split() for l in (out / "1best_recog/score").read_text().splitlines())
+    assert set(scores.values()) == {"0.0"} and len(scores) == 2

@@ -75,9 +75,9 @@ def sort_ffn_units(ffn: torch.nn.Module) -> torch.Tensor:
 def valid_mask(lengths: torch.Tensor, maxlen: int) -> torch.Tensor:
     """(B,) lengths -> (B, maxlen) bool, True on valid positions.
 
-    ESPnet's ``make_pad_mask`` builds a (maxlen, maxlen) matrix (its ONNX-traceable
-    path) whenever it is given a reference tensor: 2.3e9 elements for 3 s of 16 kHz
-    audio. This is O(B maxlen).
+    ESPnet's ``make_pad_mask`` takes its ONNX-traceable path for tensor lengths, which
+    builds a (maxlen, maxlen) matrix: 2.3e9 elements for 3 s of 16 kHz audio. This is
+    O(B maxlen).
     """
     return torch.arange(maxlen, device=lengths.device)[None, :] < lengths[:, None]
 

@@ -87,7 +87,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
         --valid_data_path_and_name_and_type "${dir}/data/dev/text,text,text" \
         --train_shape_file "${dir}/data/train/utt2num_samples" \
         --valid_shape_file "${dir}/data/dev/utt2num_samples" \
-        --resume true --output_dir "${expdir}" --ngpu "${ngpu}" > "${expdir}/train.log" 2>&1 \
+        --resume true --output_dir "${expdir}" --ngpu "${ngpu}" >> "${expdir}/train.log" 2>&1 \
         || { tail -20 "${expdir}/train.log"; exit 1; }
     grep -E "[0-9]+epoch results" "${expdir}/train.log" | sed -E 's/^.*INFO: //; s/(.{240}).*/\1 .../' || true
 fi
@@ -102,7 +102,8 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     python -m espnet_allinone.bin.decode_subnets --asr_train_config "${expdir}/config.yaml" \
         --asr_model_file "${model_file}" --data_dir "${eval_dirs[@]}" \
         --subnets all --config "${decode_config}" --output_dir "${expdir}/decode" --nj "${nj}" --device "${device}" \
-        2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }    # ablation: the subnets sliced from the stand-in without the all-in-one fine-tune
+        2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
+    # ablation: the subnets sliced from the stand-in without the all-in-one fine-tune
     python local/wav2vec2_init_checkpoint.py --asr_train_config "${expdir}/config.yaml" \
         --ctc_head "${dir}/token_list/ctc_head.pth" --out "${expdir}/init_no_finetune.pth" \
         2>> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
@@ -121,8 +122,9 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         --baseline_name "$(python -c "import json; c = json.load(open('${dir}/pretrained/config.json')); \
 print(f\"{c['num_hidden_layers']}-{c['intermediate_size']}-32bit\")")" \
         --out_dir "${expdir}" 2> "${expdir}/report.log" || { tail -20 "${expdir}/report.log"; exit 1; }
-    cat "${expdir}/RESULTS.md" 2>/dev/null || true    log "pooled WER [%] of each subnet: all-in-one fine-tune vs sliced from the stand-in without it"
-    python - "${expdir}" "${eval_dirs[@]}" <<'PY' 2>/dev/null
+    cat "${expdir}/RESULTS.md" 2>/dev/null || true
+    log "pooled WER [%] of each subnet: all-in-one fine-tune vs sliced from the stand-in without it"
+    if ! python - "${expdir}" "${eval_dirs[@]}" 2>/dev/null <<'PY'
 import sys
 from pathlib import Path
 from espnet_allinone.scoring.wer import score_files
@@ -134,5 +136,8 @@ for sub in sorted(p.name for p in (exp / "decode").iterdir() if p.is_dir()):
         row.append(100 * sum(x.errors for x in w) / sum(x.words for x in w))
     print(f"{sub}: fine-tuned {row[0]:.1f}, without fine-tune {row[1]:.1f}")
 PY
+    then
+        log "comparison skipped (no ${expdir}/decode_no_finetune: run stage 5)"
+    fi
 fi
 log "done in ${SECONDS}s"
