@@ -29,7 +29,10 @@ table (MAPSSWE marks, WER-vs-size plot) and prints/writes ``summary.md``/``summa
 
 Resumable: a finished system (``done`` in its ``bench_time.json``) is not retrained, an
 interrupted one resumes from ESPnet's checkpoint (its time adds up), finished decodes are
-skipped. ``--scale s`` takes the first s of train/dev/test utterances and s of the epochs
+skipped. Rerunning with a larger ``--max_epoch`` continues every finished system from its
+last epoch (ESPnet's ``--resume``; times add up; its old decodes are removed), so a longer
+benchmark reuses a shorter one: copy ``exp/``, ``data/``, ``stats/`` and ``conf/`` of the
+shorter run's directory into a new ``--out_dir`` to keep both. ``--scale s`` takes the first s of train/dev/test utterances and s of the epochs
 (at least 1). Outputs go to ``<recipe_dir>/exp/one_pass_vs_separate[_scale<s>]``.
 """
 
@@ -46,7 +49,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
-from espnet_allinone.train_log import step_times
+from espnet_allinone.train_log import epoch_results, step_times, train_logs
 
 PY = sys.executable
 SUBSET_FILES = ("wav.scp", "text", "utt2spk")
@@ -121,6 +124,15 @@ def speedup(times: Dict[str, Dict], allinone: str, separate: List[str], key: str
     if any(times.get(s, {}).get(key) is None for s in [allinone, *separate]):
         return None
     return sum(times[s][key] for s in separate) / times[allinone][key]
+
+
+def trained_epochs(exp: Path, record: Dict) -> int:
+    """Epochs a finished system was trained for: its ``bench_time.json`` record, or, for
+    records written before it held ``max_epoch``, the last epoch of its ESPnet logs."""
+    if "max_epoch" in record:
+        return int(record["max_epoch"])
+    epochs = epoch_results(train_logs(exp))
+    return max(epochs) if epochs else 0
 
 
 # ----------------------------------------------------------------------------- runs
@@ -201,8 +213,15 @@ class Benchmark:
         record = json.loads(record_file.read_text()) if record_file.exists() else {
             "wall": 0.0, "cpu": 0.0, "attempts": 0, "done": False}
         if record["done"]:
-            self.log(f"{label}: trained already ({record['wall']:.0f}s wall)")
-            return record
+            trained = trained_epochs(exp, record)
+            if trained >= self.max_epoch:
+                more = f"; {trained} epochs > --max_epoch {self.max_epoch}, used as it is" \
+                    if trained > self.max_epoch else ""
+                self.log(f"{label}: trained already ({record['wall']:.0f}s wall{more})")
+                return record
+            self.log(f"{label}: continue from epoch {trained} to {self.max_epoch} "
+                     f"(its decodes of {trained} epochs are removed)")
+            shutil.rmtree(self.decode_dir(label), ignore_errors=True)
         exp.mkdir(parents=True, exist_ok=True)
         self.log(f"train {label} ({self.max_epoch} epochs) -> {exp}/train.log")
         stats, tt = self.stats, self.args.token_type
@@ -217,19 +236,19 @@ class Benchmark:
                    "--resume", "true", "--output_dir", str(exp), "--ngpu", str(self.args.ngpu),
                    "--seed", str(self.args.seed)], exp / "train.log")
         record = {"wall": record["wall"] + time.perf_counter() - t0, "cpu": record["cpu"] + cpu,
-                  "attempts": record["attempts"] + 1, "done": True}
+                  "attempts": record["attempts"] + 1, "done": True, "max_epoch": self.max_epoch}
         record_file.write_text(json.dumps(record, indent=1))
         self.log(f"{label}: {record['wall']:.0f}s wall, {record['cpu']:.0f}s CPU")
         return record
 
+    def decode_dir(self, label: str) -> Path:
+        """Where the hypotheses of system ``label`` go."""
+        sub = label if label in ("K", "A", "baseline") else f"separate/{label}"
+        return self.out / "decode" / sub
+
     def decode(self, label: str):
         exp, conf = self.out / "exp" / label, self.configs[label]
-        if label in ("K", "A"):
-            out = self.out / "decode" / label
-        elif label == "baseline":
-            out = self.out / "decode/baseline"
-        else:
-            out = self.out / "decode/separate" / label
+        out = self.decode_dir(label)
         subnets = [None] if label == "baseline" else self.space.names if label in ("K", "A") else [label]
         texts = [(out if s is None or label not in ("K", "A") else out / s) / t / "text"
                  for s in subnets for t in self.args.test_sets]

@@ -80,3 +80,61 @@ def test_subset_keeps_first_utterances_of_every_file(tmp_path):
                                                          (100, 0.01, 4, 4), (6, 0.01, 1, 1), (3, 0.5, 4, 3)])
 def test_scaled(n, scale, minimum, expected):
     assert bench.scaled(n, scale, minimum) == expected
+
+
+@pytest.fixture
+def benchmark(tmp_path, monkeypatch):
+    """A Benchmark over the mini recipe's configs whose training commands are recorded, not run."""
+    args = bench.get_parser().parse_args(
+        ["--recipe_dir", str(MINI.parent), "--out_dir", str(tmp_path), "--max_epoch", "6"])
+    calls = []
+
+    def fake_run(cmd, log):
+        calls.append(cmd)
+        return 7.0  # CPU seconds
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    return bench.Benchmark(args), calls
+
+
+def _finished(benchmark, label, **record):
+    exp = benchmark.out / "exp" / label
+    exp.mkdir(parents=True)
+    (exp / "bench_time.json").write_text(bench.json.dumps(
+        {"wall": 100.0, "cpu": 150.0, "attempts": 1, "done": True, **record}))
+    decoded = benchmark.decode_dir(label) / "test"
+    decoded.mkdir(parents=True)
+    (decoded / "text").write_text("u1 a\n")
+    return exp
+
+
+def test_finished_system_with_enough_epochs_is_not_retrained(benchmark):
+    b, calls = benchmark
+    _finished(b, "K", max_epoch=6)
+    assert b.train("K")["wall"] == 100.0
+    assert calls == [] and (b.decode_dir("K") / "test/text").exists()
+
+
+@pytest.mark.parametrize("label", ["K", "baseline", "4-288-4bit"])
+def test_larger_max_epoch_continues_a_finished_system(benchmark, label):
+    b, calls = benchmark
+    _finished(b, label, max_epoch=3)
+    record = b.train(label)
+    (cmd,) = calls
+    assert cmd[cmd.index("--max_epoch") + 1] == "6" and cmd[cmd.index("--resume") + 1] == "true"
+    assert cmd[cmd.index("--output_dir") + 1] == str(b.out / "exp" / label)  # same dir: ESPnet resumes
+    assert record["max_epoch"] == 6 and record["attempts"] == 2 and record["done"]
+    assert record["cpu"] == 157.0 and record["wall"] >= 100.0  # times add up
+    assert not b.decode_dir(label).exists()  # hypotheses of the shorter training are gone
+    assert bench.json.loads((b.out / "exp" / label / "bench_time.json").read_text()) == record
+
+
+def test_epochs_of_a_record_without_max_epoch_come_from_its_log(benchmark):
+    b, calls = benchmark
+    exp = _finished(b, "A")
+    (exp / "train.log").write_text(
+        "... 1epoch results: [train] loss=3.0, [valid] acc=0.1\n"
+        "... 3epoch results: [train] loss=2.0, [valid] acc=0.3\n")
+    assert bench.trained_epochs(exp, {"done": True}) == 3
+    b.train("A")
+    assert len(calls) == 1
