@@ -6,18 +6,27 @@ blocks for equal width and bits); ``--no_sharing`` adds the same steps without t
 
     python benchmarks/train_step_ratio.py               # mini-recipe size, CPU
     python benchmarks/train_step_ratio.py --size paper  # 12 x 256 x 2048, as the paper
+    python benchmarks/train_step_ratio.py --flops       # + FLOPs of a step per system
 
 A step is forward + backward + Adam update on the same batch of raw audio (fbank
 frontend, utterance MVN, SpecAugment). Steps of the systems are interleaved and the
 median is reported, so machine load affects them alike.
+
+``--flops`` also counts the floating-point operations of a step (forward + backward,
+``torch.utils.flop_counter``; the sandwich rule's random subnet averaged over its
+choices): the ratio a step could reach if time followed arithmetic, independent of the
+machine, and the share of the stock step spent in the encoder's input layer (conv2d
+subsampling), which every subnet computes in full (once per bit-width in a step).
 """
 
 import argparse
 import contextlib
+import itertools
 import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
@@ -66,6 +75,38 @@ def build(kind: str, size: str, vocab: int, **model_conf):
     )
 
 
+def step_flops(model, speech, speech_lengths, text, text_lengths):
+    """(total, input layer) FLOPs of forward + backward of one training step."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, _, _ = model(speech, speech_lengths, text.clone(), text_lengths)
+        loss.sum().backward()
+    model.zero_grad(set_to_none=True)
+    embed = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items()
+                if name.endswith("encoder.embed"))
+    return counter.get_total_flops(), embed
+
+
+def mean_step_flops(model, *batch):
+    """FLOPs of a step averaged over the subnets the model's sampling rule can draw
+    (every draw of the sandwich rule's random subnets equally likely)."""
+    if not isinstance(model, AllInOneASRModel) or model.subnet_sampling == "all":
+        return step_flops(model, *batch)[0]
+    space = model.encoder.subnet_space
+    fixed = [space.largest] + ([space.smallest] if space.smallest != space.largest else [])
+    rest = [s for s in space if s not in fixed]
+    k = min(model.num_random_subnets, len(rest))
+    draws = [list(c) for c in itertools.combinations(rest, k)]
+    total = 0
+    for draw in draws:
+        model.subnets_for_step = lambda chosen=fixed + draw: chosen  # shadows the sampler
+        try:
+            total += step_flops(model, *batch)[0]
+        finally:
+            del model.subnets_for_step
+    return total / len(draws)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=SIZES, default="mini")
@@ -75,6 +116,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no_sharing", action="store_true",
                         help="also time sandwich steps without sharing subsampling/block outputs between subnets")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count the FLOPs of a step (forward + backward) per system")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,6 +173,16 @@ def main():
         med = statistics.median(times[name])
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:36s} {params:10d} {med:9.3f} {med / base:6.2f}x")
+    if args.flops:
+        batch = (speech, speech_lengths, text, text_lengths)
+        stock = systems["stock Conformer (largest)"]
+        base_flops, embed = step_flops(stock, *batch)
+        print(f"\nFLOPs of a step, forward + backward (sandwich: mean over its random draws); "
+              f"the stock step spends {100 * embed / base_flops:.0f} % in the input layer")
+        print(f"{'system':36s} {'GFLOP':>9s} {'ratio':>6s}")
+        for name, model in systems.items():
+            flops = mean_step_flops(model, *batch)
+            print(f"{name:36s} {flops / 1e9:9.1f} {flops / base_flops:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import pytest
 import torch
 from espnet2.asr.ctc import CTC
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from torch.utils.flop_counter import FlopCounterMode
 
 from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
@@ -112,6 +113,25 @@ def test_subnets_slice_not_mask():
     hook.remove()
     assert shapes == [32, 16]
 
+
+
+def _train_step_flops(encoder, x, xl):
+    """Matrix-multiply/convolution FLOPs of forward + backward through ``encoder``."""
+    with FlopCounterMode(display=False) as counter:
+        out, _, _ = encoder(x, xl)
+        out.sum().backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("subnet", ["3-32-32bit", "2-16-32bit", "3-16-4bit", "2-32-8bit"])
+def test_subnet_costs_what_a_stock_encoder_of_its_size_costs(subnet):
+    """Slicing, not masking: a subnet's training step has exactly the arithmetic of a
+    stock Conformer of its depth and width (quantization adds only elementwise work)."""
+    enc = make_encoder(grid=dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[4, 8, 32]))
+    spec = enc.set_subnet(subnet)
+    stock = ConformerEncoder(IDIM, **{**TINY, "num_blocks": spec.depth, "linear_units": spec.width})
+    x, xl, _, _ = batch()
+    assert _train_step_flops(enc, x, xl) == _train_step_flops(stock, x, xl) > 0
 
 def test_depth_runs_only_first_blocks():
     enc = make_encoder()
