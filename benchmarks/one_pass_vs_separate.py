@@ -32,8 +32,8 @@ interrupted one resumes from ESPnet's checkpoint (its time adds up), finished de
 skipped. Rerunning with a larger ``--max_epoch`` continues every finished system from its
 last epoch (ESPnet's ``--resume``; times add up; its old decodes are removed), so a longer
 benchmark reuses a shorter one: copy ``exp/``, ``data/``, ``stats/`` and ``conf/`` of the
-shorter run's directory into a new ``--out_dir`` to keep both. ``--scale s`` takes the first s of train/dev/test utterances and s of the epochs
-(at least 1). Outputs go to ``<recipe_dir>/exp/one_pass_vs_separate[_scale<s>]``.
+shorter run's directory into a new ``--out_dir`` to keep both. ``--scale s`` takes the
+first s of train/dev/test utterances and s of the epochs (at least 1). Outputs go to ``<recipe_dir>/exp/one_pass_vs_separate[_scale<s>]``.
 """
 
 import argparse

@@ -21,7 +21,6 @@ subsampling), which every subnet computes in full (once per bit-width in a step)
 
 import argparse
 import contextlib
-import itertools
 import statistics
 import time
 
@@ -92,14 +91,10 @@ def mean_step_flops(model, *batch):
     (every draw of the sandwich rule's random subnets equally likely)."""
     if not isinstance(model, AllInOneASRModel) or model.subnet_sampling == "all":
         return step_flops(model, *batch)[0]
-    space = model.encoder.subnet_space
-    fixed = [space.largest] + ([space.smallest] if space.smallest != space.largest else [])
-    rest = [s for s in space if s not in fixed]
-    k = min(model.num_random_subnets, len(rest))
-    draws = [list(c) for c in itertools.combinations(rest, k)]
+    draws = model.encoder.subnet_space.sandwich_draws(model.num_random_subnets)
     total = 0
     for draw in draws:
-        model.subnets_for_step = lambda chosen=fixed + draw: chosen  # shadows the sampler
+        model.subnets_for_step = lambda chosen=draw: chosen  # shadows the sampler
         try:
             total += step_flops(model, *batch)[0]
         finally:

@@ -178,13 +178,19 @@ class SubnetSpace:
             return list(self.subnets)
         if strategy != "sandwich":
             raise ValueError(f"unknown sampling strategy {strategy!r}: use all|sandwich")
-        chosen = [self.largest]
-        if self.smallest != self.largest:
-            chosen.append(self.smallest)
-        rest = [s for s in self.subnets if s not in chosen]
-        rng = rng or random
-        chosen += rng.sample(rest, min(num_random, len(rest)))
-        return chosen
+        fixed, rest = self._sandwich_parts()
+        return fixed + (rng or random).sample(rest, min(num_random, len(rest)))
+
+    def sandwich_draws(self, num_random: int = 1) -> List[List[SubnetSpec]]:
+        """Every list ``sample("sandwich", num_random)`` can return (as sets; all equally
+        likely), e.g. to average a per-step cost over the sampling rule."""
+        fixed, rest = self._sandwich_parts()
+        return [fixed + list(c) for c in itertools.combinations(rest, min(num_random, len(rest)))]
+
+    def _sandwich_parts(self) -> Tuple[List[SubnetSpec], List[SubnetSpec]]:
+        """(largest [+ smallest], the others), the two parts of a sandwich step."""
+        fixed = [self.largest] + ([self.smallest] if self.smallest != self.largest else [])
+        return fixed, [s for s in self.subnets if s not in fixed]
 
     @classmethod
     def from_encoder_conf(cls, encoder_conf: Dict[str, Any]) -> "SubnetSpace":

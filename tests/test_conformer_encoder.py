@@ -114,7 +114,6 @@ def test_subnets_slice_not_mask():
     assert shapes == [32, 16]
 
 
-
 def _train_step_flops(encoder, x, xl):
     """Matrix-multiply/convolution FLOPs of forward + backward through ``encoder``."""
     with FlopCounterMode(display=False) as counter:
@@ -132,6 +131,7 @@ def test_subnet_costs_what_a_stock_encoder_of_its_size_costs(subnet):
     stock = ConformerEncoder(IDIM, **{**TINY, "num_blocks": spec.depth, "linear_units": spec.width})
     x, xl, _, _ = batch()
     assert _train_step_flops(enc, x, xl) == _train_step_flops(stock, x, xl) > 0
+
 
 def test_depth_runs_only_first_blocks():
     enc = make_encoder()

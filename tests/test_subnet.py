@@ -92,6 +92,18 @@ def test_sandwich_sampling_rule():
         space.sample("random")
 
 
+
+@pytest.mark.parametrize("num_random", [0, 1, 2, 9])
+def test_sandwich_draws_are_what_sampling_can_return(num_random):
+    space = SubnetSpace(depths=[8, 12], widths=[1024, 2048], bits=[4, 8])
+    draws = space.sandwich_draws(num_random)
+    rng = random.Random(0)
+    sampled = {frozenset(space.sample("sandwich", num_random, rng)) for _ in range(300)}
+    assert sampled == {frozenset(d) for d in draws}
+    assert len(draws) == len({frozenset(d) for d in draws})  # each draw once
+    assert all(d[:2] == [space.largest, space.smallest] for d in draws)
+    assert SubnetSpace(["6-256-32bit"]).sandwich_draws(num_random) == [[SubnetSpec.parse("6-256-32bit")]]
+
 def test_sampling_single_subnet_space():
     space = SubnetSpace(["6-256-32bit"])
     assert space.sample("sandwich", 1) == [space.largest]
