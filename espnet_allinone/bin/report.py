@@ -7,13 +7,16 @@
         [--label K] [--other_allinone A:exp/asr_A/config.yaml:exp/asr_A/decode] \\
         [--separate_decode_dir exp/separate_decode] \\
         [--baseline_decode_dir exp/asr_baseline/decode --baseline_name 12-2048-32bit] \\
-        [--train_times exp/train_times.json]
+        [--train_times exp/train_times.json] [--scoring hub5]
 
-Reads hypotheses as ``<decode_dir>/<subnet>/<set>/text`` (and ``rtf``; the layout of
-``espnet_allinone.bin.decode_subnets``), the same for ``--other_allinone`` models and for
+Reads hypotheses as ``<decode_dir>/<subnet>/<set>/text`` (and the RTF: ``rtf``, the layout of
+``espnet_allinone.bin.decode_subnets``, or asr.sh's ``logdir/calculate_rtf.log``), the same for ``--other_allinone`` models and for
 separately trained systems (``<separate_decode_dir>/<subnet>/<set>/text``, each the twin
 of the all-in-one subnet of that name), and ``<baseline_decode_dir>/<set>/text``.
-References are ``<data_dir>/text``; ``<set>`` is the data directory's name.
+References are ``<data_dir>/text``; ``<set>`` is the data directory's name. With
+``--scoring hub5`` (Switchboard, as the paper scores it) every set is scored against its
+``<data_dir>/stm`` with ``<data_dir>/glm`` by NIST ``hubscr.pl -h hub5``
+(``espnet_allinone.scoring.hub5``), and MAPSSWE compares the filtered, GLM-mapped words.
 
 Per system: architecture, all-in-one or not, +KL, encoder parameters, bits, encoder size,
 training time, compression ratio against the float largest encoder (the paper's
@@ -28,10 +31,12 @@ import argparse
 import csv
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from espnet_allinone.scoring import hub5
 from espnet_allinone.scoring.mapsswe import matched_segments, mapsswe_from_segments
 from espnet_allinone.scoring.wer import BACKENDS, WER, read_text, resolve_backend, score_files
 from espnet_allinone.subnet import SubnetSpec
@@ -39,6 +44,8 @@ from espnet_allinone.train_log import train_seconds
 
 ALPHA = 0.05
 AVG = "avg"
+SCORINGS = ("text", "hub5")
+_RTF_LINE = re.compile(r"^RTF:\s*([0-9.eE+-]+)", re.MULTILINE)
 # Paper: blue / yellow cell = better than / no different from the baseline (Sys. 0);
 # * / dagger = better than / no different from the separately trained twin.
 MARK_BASELINE = {"better": "⁺", "same": "⁼", "worse": ""}
@@ -167,21 +174,52 @@ def build_systems(args, sets: List[str]) -> List[System]:
     return systems
 
 
-def score_systems(systems: List[System], data_dirs: List[Path], backend: str) -> None:
-    """WER per set and pooled, RTF, and MAPSSWE verdicts, in place."""
+def read_rtf(hyp_dir: Path) -> Optional[float]:
+    """RTF of one decoded set: ``<dir>/rtf`` (espnet_allinone.bin.decode_subnets) or the
+    ``RTF: 0.071`` line of asr.sh's ``<dir>/logdir/calculate_rtf.log``; None if neither."""
+    if (hyp_dir / "rtf").exists():
+        return float((hyp_dir / "rtf").read_text())
+    log = hyp_dir / "logdir" / "calculate_rtf.log"
+    if log.exists():
+        m = _RTF_LINE.search(log.read_text(errors="replace"))
+        if m is not None:
+            return float(m.group(1))
+    return None
+
+
+def score_systems(
+    systems: List[System], data_dirs: List[Path], backend: str, scoring: str = "text"
+) -> None:
+    """WER per set and pooled, RTF, and MAPSSWE verdicts, in place.
+
+    scoring: ``text`` (``<data_dir>/text`` with ``backend``) or ``hub5`` (hubscr.pl against
+    ``<data_dir>/stm`` with its ``glm``; MAPSSWE on the filtered, GLM-mapped words).
+    """
+    if scoring not in SCORINGS:
+        raise ValueError(f"unknown scoring {scoring!r}: use one of {', '.join(SCORINGS)}")
     sets = [d.name for d in data_dirs]
     refs = {d.name: read_text(d / "text") for d in data_dirs}
     hyps = {s.sys_id: {x: read_text(p / "text") for x, p in s.hyp_dirs.items()} for s in systems}
+    if scoring == "hub5":
+        glms = {d.name: d / "glm" for d in data_dirs}
+        refs = {x: hub5.normalize_texts(r, glms[x]) for x, r in refs.items()}
+        hyps = {k: {x: hub5.normalize_texts(h, glms[x]) for x, h in v.items()}
+                for k, v in hyps.items()}
     for s in systems:
         for d in data_dirs:
             hyp = s.hyp_dirs.get(d.name)
-            s.wer[d.name] = None if hyp is None else score_files(d / "text", hyp / "text", backend)
+            if hyp is None:
+                s.wer[d.name] = None
+            elif scoring == "hub5":
+                s.wer[d.name] = hub5.score_hub5(d, hyp / "text", hyp / "score_hub5").wer
+            else:
+                s.wer[d.name] = score_files(d / "text", hyp / "text", backend)
         done = [w for w in s.wer.values() if w is not None]
         s.wer[AVG] = None
         if len(done) == len(sets):
             s.wer[AVG] = WER(errors=sum(w.errors for w in done), words=sum(w.words for w in done),
                              sentences=sum(w.sentences for w in done))
-        rtfs = [float((p / "rtf").read_text()) for p in s.hyp_dirs.values() if (p / "rtf").exists()]
+        rtfs = [r for r in map(read_rtf, s.hyp_dirs.values()) if r is not None]
         s.rtf = sum(rtfs) / len(rtfs) if rtfs else None
 
     def compare(a: System, b: System) -> Dict[str, str]:
@@ -351,6 +389,9 @@ def get_parser() -> argparse.ArgumentParser:
                    "all-in-one model missing there: from the ESPnet train.log beside its config")
     p.add_argument("--wer_backend", choices=BACKENDS, default="auto",
                    help="auto: sclite if installed, else jiwer")
+    p.add_argument("--scoring", choices=SCORINGS, default="text",
+                   help="text: <data_dir>/text; hub5: Switchboard's NIST Hub5 scoring "
+                   "(hubscr.pl against <data_dir>/stm with <data_dir>/glm)")
     return p
 
 
@@ -367,7 +408,9 @@ def main(argv=None):
     except ValueError as e:
         parser.error(str(e))
     backend = resolve_backend(args.wer_backend)
-    score_systems(systems, data_dirs, backend)
+    score_systems(systems, data_dirs, backend, args.scoring)
+    if args.scoring == "hub5":
+        backend = "NIST hubscr.pl -h hub5 (stm, glm)"
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(systems, sets)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # How asr.sh runs its jobs (ESPnet's cmd.sh convention): run.pl = this machine;
 # slurm.pl / queue.pl (with conf/slurm.conf, conf/queue.conf) for a cluster.
 cmd_backend=local

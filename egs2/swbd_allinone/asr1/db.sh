@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Corpus locations (LDC). Fill in before running local/data.sh.
 # Switchboard-1 Release 2 (LDC97S62), the 300 h training set:
 SWBD=

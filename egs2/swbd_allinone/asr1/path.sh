@@ -1,11 +1,34 @@
-# ESPnet checkout (for asr.sh, utils/, steps/, scripts/, pyscripts/, and the swbd recipe's
-# local/ scripts this recipe reuses): set ESPNET_ROOT or keep it as ../../../espnet.
-MAIN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
-ESPNET_ROOT=${ESPNET_ROOT:-${MAIN_ROOT}/../espnet}
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x "${MAIN_ROOT}/.venv/bin/python" ]; then
-    export PATH="${MAIN_ROOT}/.venv/bin:${PATH}"
+# shellcheck shell=bash
+# Environment of the recipe, as ESPnet's egs2/TEMPLATE/asr1/path.sh sets it up:
+# the ESPnet checkout's Python (tools/activate_python.sh), its tools (tools/extra_path.sh:
+# sctk, sph2pipe, ...), its utils/ (spm_train, calculate_rtf.py, ...) and Kaldi's utils/.
+# ESPnet checkout: $ESPNET_ROOT, else the one local/setup_espnet.sh linked asr.sh from,
+# else ../../../../espnet (beside this project).
+RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MAIN_ROOT=$(cd "${RECIPE_DIR}/../../.." && pwd)
+if [ -z "${ESPNET_ROOT:-}" ]; then
+    if [ -L "${RECIPE_DIR}/asr.sh" ]; then
+        ESPNET_ROOT=$(cd "$(dirname "$(readlink -f "${RECIPE_DIR}/asr.sh")")/../../.." && pwd)
+    else
+        ESPNET_ROOT=${MAIN_ROOT}/../espnet
+    fi
 fi
-export PATH="${PWD}/utils:${ESPNET_ROOT}/tools/sph2pipe:${PATH}"
+export ESPNET_ROOT
+if [ -f "${ESPNET_ROOT}/tools/activate_python.sh" ]; then
+    # shellcheck disable=SC1091
+    . "${ESPNET_ROOT}/tools/activate_python.sh"
+elif [ -z "${VIRTUAL_ENV:-}" ] && [ -x "${MAIN_ROOT}/.venv/bin/python" ]; then
+    export PATH="${MAIN_ROOT}/.venv/bin:${PATH}"   # this project's tools/setup.sh venv
+fi
+if [ -f "${ESPNET_ROOT}/tools/extra_path.sh" ]; then
+    # shellcheck disable=SC1091
+    . "${ESPNET_ROOT}/tools/extra_path.sh"
+fi
+export PATH="${ESPNET_ROOT}/utils:${RECIPE_DIR}/utils:${ESPNET_ROOT}/tools/sph2pipe:${PATH}"
+# Debian's sctk package puts sclite and hubscr.pl in /usr/lib/sctk/bin, not on PATH
+if ! command -v sclite >/dev/null 2>&1 && [ -x /usr/lib/sctk/bin/sclite ]; then
+    export PATH="${PATH}:/usr/lib/sctk/bin"
+fi
 export LC_ALL=C
 export PYTHONIOENCODING=UTF-8
 export PYTHONUNBUFFERED=1

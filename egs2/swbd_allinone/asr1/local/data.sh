@@ -88,6 +88,10 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     done
     for x in eval2000_swbd eval2000_callhm rt02_swbd1 rt02_swbd2 rt02_swbd3 rt03_swbd rt03_fsh; do
         [ -s "data/${x}/text" ] || { log "data/${x} is empty: check the corpus layout"; exit 1; }
+        # the Hub5 scoring's references (local/score.sh restricts the stm to the subset's recordings)
+        for f in stm glm; do
+            if [ -f "data/${x%_*}/${f}" ]; then cp "data/${x%_*}/${f}" "data/${x}/${f}"; fi
+        done
         log "data/${x}: $(wc -l < data/${x}/text) utterances"
     done
 fi

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # The systems of the paper's Tables 1-2: name -> training config (conf/tuning/train_asr_<config>.yaml).
 # Sourced by run.sh and local/results.sh.
 # Table 1: single-attribute all-in-one models (without / with KL) and their separate twins.
