@@ -111,3 +111,168 @@ def test_train_times_from_espnet_logs(tmp_path):
     times = tt.main(str(tmp_path))
     assert times == {"K": 2 * 3632.0, "8-1024-4bit": 3632.0}
     json.dumps(times)
+
+
+# --- the recipe under ESPnet's asr.sh: helpers, scripts, set-up ---------------------------
+
+CONFORMER_PRESET = RECIPE.parents[2] / "conf/train_asr_allinone_conformer.yaml"
+
+
+def test_k_config_lives_in_the_recipe_and_is_the_project_preset():
+    """No link out of the recipe (it breaks when the recipe dir is copied); the copy is
+    the project's preset, key for key."""
+    k = TUNING / "train_asr_allinone_K.yaml"
+    assert not k.is_symlink()
+    assert yaml.safe_load(k.read_text()) == yaml.safe_load(CONFORMER_PRESET.read_text())
+    assert not [p for p in RECIPE.rglob("*") if p.is_symlink()
+                and not (p.resolve().is_relative_to(RECIPE))]
+
+
+def test_arch_of_a_config_names_the_baseline(tmp_path):
+    """local/results.sh passes `subnets.py <baseline config> arch` as --baseline_name."""
+    subnets = _module("subnets")
+    assert subnets.main(str(TUNING / "train_asr_conformer_baseline.yaml"), "arch") == "12-2048-32bit"
+    assert subnets.main(str(TUNING / "train_asr_separate_8-2048-32bit.yaml"), "arch") == "8-2048-32bit"
+    assert subnets.main(str(TUNING / "train_asr_allinone_K.yaml"), "arch") == "12-2048-8bit"
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({"encoder": "conformer", "encoder_conf": {"num_blocks": 4,
+                                     "linear_units": 512}}))
+    assert subnets.main(str(small), "arch") == "4-512-32bit"
+    small.write_text(yaml.safe_dump({"encoder": "conformer", "encoder_conf": {}}))
+    assert subnets.main(str(small), "arch") == "6-2048-32bit"  # ConformerEncoder's defaults
+    small.write_text(yaml.safe_dump({"encoder": "rnn", "encoder_conf": {}}))
+    with pytest.raises(ValueError, match="rnn"):
+        subnets.main(str(small), "arch")
+
+
+def test_model_to_decode_is_the_criterions_average():
+    """asr.sh's default --inference_asr_model valid.acc.ave.pth does not exist for the
+    all-in-one configs (best_model_criterion: valid acc_mean max)."""
+    subnets = _module("subnets")
+    assert subnets.main(str(TUNING / "train_asr_allinone_K.yaml"), "model") == "valid.acc_mean.ave.pth"
+    assert subnets.main(str(TUNING / "train_asr_conformer_baseline.yaml"), "model") == "valid.acc.ave.pth"
+    decode = (RECIPE / "local/decode_subnets.sh").read_text()
+    assert '--inference_asr_model "${model}"' in decode
+
+
+def _sh(cmd, cwd, **env):
+    import os
+    import subprocess
+
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **env})
+
+
+def _fake_espnet(root: Path, swbd_files=(), old_swbd_files=()):
+    tpl = root / "egs2/TEMPLATE/asr1"
+    for d in ("scripts", "pyscripts", "utils", "steps"):
+        (tpl / d).mkdir(parents=True, exist_ok=True)
+    (tpl / "asr.sh").write_text("#!/bin/sh\n")
+    for d, files in (("egs2/swbd/asr1/local", swbd_files), ("egs/swbd/asr1/local", old_swbd_files)):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            (root / d / f).write_text("")
+    return root
+
+
+SWBD_FILES = ["swbd1_data_download.sh", "swbd1_prepare_dict.sh", "swbd1_data_prep.sh",
+              "swbd1_map_words.pl", "swbd1_fix_speakerid.pl", "format_acronyms_dict.py",
+              "MSU_single_letter.txt"]
+
+
+@pytest.fixture
+def recipe_copy(tmp_path):
+    import shutil
+
+    dst = tmp_path / "egs2/swbd_allinone/asr1"
+    shutil.copytree(RECIPE, dst, ignore=shutil.ignore_patterns("data", "dump", "exp"))
+    for f in ("asr.sh", "scripts", "pyscripts", "utils", "steps"):
+        if (dst / f).is_symlink():
+            (dst / f).unlink()
+    return dst
+
+
+def test_setup_espnet_fails_naming_what_is_missing(tmp_path, recipe_copy):
+    # ESPnet keeps dict.patch and map_acronyms_transcripts.py in egs/swbd/asr1/local only
+    espnet = _fake_espnet(tmp_path / "espnet", SWBD_FILES)
+    out = _sh(f"local/setup_espnet.sh {espnet}", recipe_copy)
+    assert out.returncode != 0
+    assert "dict.patch" in out.stderr and "map_acronyms_transcripts.py" in out.stderr
+    assert "swbd1_data_prep.sh" not in out.stderr
+    assert not (recipe_copy / "asr.sh").exists()  # nothing linked
+    assert not (recipe_copy / "local/swbd1_data_prep.sh").exists()
+
+
+def test_setup_espnet_links_from_egs_and_egs2(tmp_path, recipe_copy):
+    espnet = _fake_espnet(tmp_path / "espnet", SWBD_FILES,
+                          ["dict.patch", "map_acronyms_transcripts.py"])
+    out = _sh(f"local/setup_espnet.sh {espnet}", recipe_copy)
+    assert out.returncode == 0, out.stderr
+    assert (recipe_copy / "local/dict.patch").resolve() == espnet / "egs/swbd/asr1/local/dict.patch"
+    assert (recipe_copy / "local/swbd1_data_prep.sh").resolve() == \
+        espnet / "egs2/swbd/asr1/local/swbd1_data_prep.sh"
+    assert (recipe_copy / "asr.sh").resolve() == espnet / "egs2/TEMPLATE/asr1/asr.sh"
+    # path.sh finds the checkout through the asr.sh link and puts its utils/ on PATH
+    out = _sh(". ./path.sh && echo ${ESPNET_ROOT} && echo ${PATH}", recipe_copy,
+              ESPNET_ROOT="", VIRTUAL_ENV="x")
+    root, path = out.stdout.split("\n")[:2]
+    assert root == str(espnet)
+    assert f"{espnet}/utils" in path.split(":")
+
+
+def test_setup_espnet_template_only(tmp_path, recipe_copy):
+    espnet = _fake_espnet(tmp_path / "espnet")
+    out = _sh(f"local/setup_espnet.sh --template_only {espnet}", recipe_copy)
+    assert out.returncode == 0, out.stderr
+    assert (recipe_copy / "asr.sh").is_symlink()
+    assert not (recipe_copy / "local/swbd1_data_prep.sh").exists()
+
+
+def test_path_sh_activates_espnets_python_and_tools(tmp_path, recipe_copy):
+    espnet = _fake_espnet(tmp_path / "espnet")
+    (espnet / "tools").mkdir()
+    (espnet / "tools/activate_python.sh").write_text("export ACTIVATED=yes\n")
+    (espnet / "tools/extra_path.sh").write_text('export PATH="/opt/extra_tools:${PATH}"\n')
+    out = _sh(". ./path.sh && echo ${ACTIVATED} && echo ${PATH}", recipe_copy,
+              ESPNET_ROOT=str(espnet))
+    activated, path = out.stdout.split("\n")[:2]
+    assert activated == "yes" and "/opt/extra_tools" in path.split(":")
+
+
+@pytest.mark.skipif(not Path("/usr/lib/sctk/bin/sclite").exists(), reason="Debian sctk absent")
+def test_path_sh_falls_back_to_debians_sctk(tmp_path, recipe_copy):
+    out = _sh(". ./path.sh && command -v sclite hubscr.pl", recipe_copy,
+              ESPNET_ROOT=str(tmp_path / "none"), PATH="/usr/bin:/bin")
+    assert out.stdout.split() == ["/usr/lib/sctk/bin/sclite", "/usr/lib/sctk/bin/hubscr.pl"]
+
+
+def test_run_sh_passes_lm_train_text_and_skips_local_data():
+    """asr.sh fixes lm_train_text's default before it appends _sp to train_set and reads it in
+    stage 4 even with --use_lm false: run.sh names the speed-perturbed set itself."""
+    run = (RECIPE / "run.sh").read_text()
+    assert '--lm_train_text "dump/raw/${train_set}${sp}/text"' in run
+    assert '--bpe_train_text "dump/raw/${train_set}${sp}/text"' in run
+    assert '"${skip_local_data}" && first=2' in run
+
+
+def _recipe_scripts():
+    root = RECIPE.parents[1]
+    for recipe in ("swbd_allinone/asr1", "librispeech_allinone/asr1"):
+        for p in sorted((root / recipe).rglob("*.sh")):
+            if not p.is_symlink() and "/data/" not in str(p) and "/exp/" not in str(p):
+                yield root / recipe, p
+
+
+@pytest.mark.parametrize("recipe,script", list(_recipe_scripts()),
+                         ids=lambda x: x.name if x.suffix else x.parent.parent.name)
+def test_recipe_scripts_parse_and_pass_shellcheck(recipe, script):
+    import shutil
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (Debian package shellcheck)")
+    out = subprocess.run(["shellcheck", "-x", "-S", "warning", "-s", "bash",
+                          str(script.relative_to(recipe))], cwd=recipe, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout

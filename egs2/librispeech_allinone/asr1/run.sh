@@ -7,7 +7,14 @@
 #   ./run.sh --asr_config conf/tuning/train_asr_wav2vec2_single_11-2560-6bit.yaml --decode_subnets 11-2560-6bit
 # Steps: asr.sh stages 1-4 (data), the token list and CTC head from the checkpoint's vocabulary
 # (so ESPnet's CTC layer starts as its lm_head), asr.sh stages 10-11 (stats, training), then
-# stages 12-13 (decoding, scoring) once per subnet, each with conf/decode/decode_ctc_<subnet>.yaml.
+# stages 12-13 (decoding, scoring) once per subnet, each with conf/decode/decode_ctc_<subnet>.yaml
+# (greedy CTC; --ctc_decoding beam: CTC prefix beam search, exp/.../decode_ctc_beam_<subnet>_*).
+# Options: --stage/--stop_stage (1-3), --hf_model, --asr_config, --decode_subnets, --ngpu, --nj,
+#   --inference_nj, --ctc_decoding greedy|beam, --skip_local_data true (data/ already holds the
+#   Kaldi data dirs train_clean_100, dev, dev_clean, ...: stage 1 starts asr.sh at its stage 2
+#   instead of running local/data.sh), --test_sets, --asr_args / --inference_args (added to
+#   the recipe's own).
+# The decoded checkpoint: valid.loss.ave.pth (these configs' best_model_criterion).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,23 +26,36 @@ decode_subnets="12-3072-8bit 12-3072-6bit 12-2560-8bit 12-2560-6bit 11-3072-8bit
 ngpu=1
 nj=16
 inference_nj=16
+ctc_decoding=greedy
+skip_local_data=false
+test_sets="dev_clean dev_other test_clean test_other"
+asr_args=
+inference_args=
 [ -x asr.sh ] || { echo "run local/setup_espnet.sh first (links ESPnet's asr.sh)" >&2; exit 1; }
 . utils/parse_options.sh
 . ./path.sh
+case "${ctc_decoding}" in
+    greedy) tag_prefix=decode_ctc ;;
+    beam) tag_prefix=decode_ctc_beam; inference_args="--ctc_greedy false ${inference_args}" ;;
+    *) echo "--ctc_decoding must be greedy or beam: ${ctc_decoding}" >&2; exit 1 ;;
+esac
+case "${skip_local_data}" in true|false) ;; *) echo "--skip_local_data must be true or false" >&2; exit 1 ;; esac
 
 token_dir=data/en_token_list/char
 asr_opts=(
     --lang en --ngpu "${ngpu}" --nj "${nj}" --inference_nj "${inference_nj}"
     --feats_type raw --audio_format flac --fs 16k --max_wav_duration 20
     --token_type char --feats_normalize none --use_lm false
-    --train_set train_clean_100 --valid_set dev --test_sets "dev_clean dev_other test_clean test_other"
-    --asr_config "${asr_config}" --asr_args "--encoder_conf hf_model=${hf_model}"
+    --train_set train_clean_100 --valid_set dev --test_sets "${test_sets}"
+    --asr_config "${asr_config}" --asr_args "--encoder_conf hf_model=${hf_model} ${asr_args}"
     --pretrained_model "${token_dir}/ctc_head.pth"
     --inference_asr_model valid.loss.ave.pth
 )
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-    ./asr.sh "${asr_opts[@]}" --stage 1 --stop_stage 4
+    first=1
+    "${skip_local_data}" && first=2  # data/ prepared already: no local/data.sh
+    ./asr.sh "${asr_opts[@]}" --stage "${first}" --stop_stage 4
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -47,6 +67,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     ./asr.sh "${asr_opts[@]}" --stage 10 --stop_stage 11
     for subnet in ${decode_subnets}; do
         ./asr.sh "${asr_opts[@]}" --stage 12 --stop_stage 13 \
-            --inference_config "conf/decode/decode_ctc_${subnet}.yaml"
+            --inference_config "conf/decode/decode_ctc_${subnet}.yaml" \
+            --inference_tag "${tag_prefix}_${subnet}" --inference_args "${inference_args}"
     done
 fi

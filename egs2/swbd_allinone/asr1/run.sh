@@ -8,6 +8,7 @@
 # Usage: ./run.sh [--stage N] [--stop_stage N] [--table 1|2|all] [--systems "K A ..."]
 #                 [--ngpu N] [--nj N] [--inference_nj N] [--skip_local_data true]
 #                 [--test_sets "eval2000_swbd ..."] [--speed_perturb_factors "1.1 0.9 1.0"]
+#                 [--decode_subnets "12-2048-8bit ..."]  (stage 3: these subnets only; default all)
 #                 [asr.sh options, e.g. --num_nodes 2, --asr_args "...", --inference_args "..."]
 #   --skip_local_data true: data/ already holds the Kaldi data dirs (train_nodup, train_dev and
 #       the test sets, e.g. prepared at another site): stage 1 starts asr.sh at its stage 2
@@ -29,13 +30,14 @@ inference_nj=32
 skip_local_data=false
 test_sets="eval2000_swbd eval2000_callhm rt02_swbd1 rt02_swbd2 rt02_swbd3 rt03_swbd rt03_fsh"
 speed_perturb_factors="1.1 0.9 1.0"
+decode_subnets=
 . ./path.sh
 . ./cmd.sh
 . local/systems.sh
 asr_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --stage|--stop_stage|--table|--systems|--ngpu|--nj|--inference_nj|--skip_local_data|--test_sets|--speed_perturb_factors)
+        --stage|--stop_stage|--table|--systems|--ngpu|--nj|--inference_nj|--skip_local_data|--test_sets|--speed_perturb_factors|--decode_subnets)
             printf -v "${1#--}" '%s' "$2"; shift 2 ;;
         *) asr_args+=("$1"); shift ;;
     esac
@@ -85,7 +87,8 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     for s in ${systems}; do
-        local/decode_subnets.sh --asr_exp "exp/asr_${s}" -- "${common[@]}" "${asr_args[@]}"
+        local/decode_subnets.sh --asr_exp "exp/asr_${s}" --subnets "${decode_subnets}" \
+            -- "${common[@]}" "${asr_args[@]}"
     done
 fi
 

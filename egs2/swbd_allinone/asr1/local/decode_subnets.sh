@@ -9,14 +9,17 @@
 # The checkpoint is the one of the system's first best_model_criterion
 # (--inference_asr_model valid.acc_mean.ave.pth for the all-in-one configs: asr.sh's default
 # valid.acc.ave.pth does not exist for them).
-# Usage: local/decode_subnets.sh --asr_exp exp/asr_K -- [asr.sh options]
+# Usage: local/decode_subnets.sh --asr_exp exp/asr_K [--subnets "8-1024-4bit ..."] -- [asr.sh options]
+#   --subnets: decode only these subnets of an all-in-one system (default: all of its space)
 #   --inference_config / --inference_args among the asr.sh options replace the decode config
 #   of every subnet / are added to the subnet's own.
 set -euo pipefail
 asr_exp=
+only=
 while [ $# -gt 0 ]; do
     case "$1" in
         --asr_exp) asr_exp=$2; shift 2 ;;
+        --subnets) only=$2; shift 2 ;;
         --) shift; break ;;
         *) echo "unknown option $1" >&2; exit 1 ;;
     esac
@@ -50,6 +53,13 @@ if [ ${#subnet_list[@]} -le 1 ]; then
         ln -sfn "../${name}/decode_asr" "exp/separate_decode/${name#asr_sep_}"
     fi
 else
+    if [ -n "${only}" ]; then
+        for s in ${only}; do
+            [[ " ${subnets} " == *" ${s} "* ]] || {
+                echo "$0: ${s} is not a subnet of ${asr_exp}: ${subnets}" >&2; exit 1; }
+        done
+        read -r -a subnet_list <<< "${only}"
+    fi
     for s in "${subnet_list[@]}"; do
         config=${inference_config:-conf/decode/decode_asr_${s}.yaml}
         args=${inference_args}
