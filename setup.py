@@ -52,6 +52,9 @@ setup(
     extras_require={
         "test": ["pytest"],
         "wav2vec2": ["transformers>=4.56"],  # from_pretrained(dtype=)
+        # what ESPnet's egs2/TEMPLATE/asr1/asr.sh needs beyond espnet itself (ESPnet's own
+        # `recipe` extra): stage 3's format_wav_scp.py imports resampy
+        "recipe": ["resampy"],
     },
     cmdclass={"build_py": build_py_with_pth},
     license="Apache-2.0",

@@ -114,3 +114,46 @@ def test_missing_stm_is_an_error(tmp_path):
     (data / "stm").unlink()
     with pytest.raises(FileNotFoundError, match="stm"):
         hub5.score_hub5(data, data / "segments", tmp_path / "o")
+
+
+def test_report_reads_asr_sh_rtf_log(tmp_path):
+    from espnet_allinone.bin.report import read_rtf
+
+    assert read_rtf(tmp_path) is None
+    (tmp_path / "logdir").mkdir()
+    (tmp_path / "logdir/calculate_rtf.log").write_text(
+        "# calculate_rtf.py --log-dir ...\nTotal audio duration: 30.000 [sec]\n"
+        "Total decoding time: 2.130 [sec]\nRTF: 0.071\nLatency: 266.250 [ms/sentence]\n")
+    assert read_rtf(tmp_path) == pytest.approx(0.071)
+    (tmp_path / "rtf").write_text("0.5\n")  # espnet_allinone.bin.decode_subnets' file first
+    assert read_rtf(tmp_path) == 0.5
+
+
+@pytest.mark.skipif(find_sctk("hubscr.pl") is None, reason="NIST hubscr.pl (Debian sctk) absent")
+def test_report_scores_hub5_and_compares_the_mapped_words(tmp_path):
+    from espnet_allinone.bin.report import System, score_systems
+    from espnet_allinone.subnet import SubnetSpec
+
+    data = _data_dir(tmp_path)
+    (data / "text").write_text("sw_4390-A_000050-000250 i'm going to uh the store\n"
+                               "sw_4390-B_000300-000500 yeah uh-huh that's right\n")
+    hyps = {"base": "sw_4390-A_000050-000250 i'm going to the store\n"
+                    "sw_4390-B_000300-000500 yeah uhhuh that's right\n",
+            "sub": "sw_4390-A_000050-000250 i am um going to store\n"
+                   "sw_4390-B_000300-000500 yeah uh-huh that's wrong\n"}
+    systems = []
+    for sys_id, kind, text in [("0", "baseline", hyps["base"]), ("1K", "allinone", hyps["sub"])]:
+        d = tmp_path / sys_id / data.name
+        d.mkdir(parents=True)
+        (d / "text").write_text(text)
+        (d / "logdir").mkdir()
+        (d / "logdir/calculate_rtf.log").write_text("RTF: 0.25\n")
+        systems.append(System(sys_id, SubnetSpec.parse("12-2048-8bit"), kind,
+                              hyp_dirs={data.name: d}))
+    score_systems(systems, [data], "sclite", scoring="hub5")
+    base, sub = systems
+    assert base.wer[data.name].errors == 0  # I'M = I AM and UHHUH = UH-HUH by the GLM
+    assert (sub.wer[data.name].substitutions, sub.wer[data.name].deletions) == (1, 1)
+    assert (tmp_path / "1K" / data.name / "score_hub5/hyp.ctm.filt.dtl").exists()
+    assert sub.rtf == 0.25
+    assert sub.vs_baseline[data.name] in ("same", "worse")

@@ -189,3 +189,78 @@ def test_swbd_recipe_runs_under_asr_sh(espnet_lite, tmp_path):
     row = next(line.split("|") for line in results.splitlines() if line.startswith("| 2K"))
     assert row[2].strip() == SUBNET
     assert row[-4].strip() != "-" and row[-2].strip() != "-"  # Hub5 WER; RTF from calculate_rtf.log
+
+
+LIBRI = ROOT / "egs2/librispeech_allinone/asr1"
+LETTERS = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ'")
+
+
+def save_tiny_wav2vec2(path: Path) -> Path:
+    """A random 3-layer Wav2Vec2ForCTC with wav2vec2-base-100h's kind of vocabulary
+    (<pad> <s> </s> <unk> | and upper-case letters), saved as from the hub."""
+    import json
+
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", "|"] + LETTERS)}
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=64, conv_dim=(16,) * 4, conv_kernel=(10, 4, 4, 4),
+        conv_stride=(5, 4, 4, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0, layerdrop=0.0, pad_token_id=0,
+    )
+    Wav2Vec2ForCTC(config).save_pretrained(path)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    Wav2Vec2CTCTokenizer(str(path / "vocab.json")).save_pretrained(path)
+    return path
+
+
+@pytest.mark.slow
+def test_librispeech_recipe_runs_under_asr_sh(espnet_lite, tmp_path):
+    pytest.importorskip("transformers", reason="the wav2vec2 extra (transformers) is not installed")
+    recipe = tmp_path / "egs2/librispeech_allinone/asr1"
+    shutil.copytree(LIBRI, recipe, symlinks=False,
+                    ignore=shutil.ignore_patterns("data", "dump", "exp", "downloads"))
+    env = _env()
+    ckpt = save_tiny_wav2vec2(tmp_path / "wav2vec2_tiny")
+    synth = tmp_path / "synth"
+    subprocess.run([sys.executable, "-m", "espnet_allinone.data.synth", "--out_dir", str(synth),
+                    "--num_train", "40", "--num_dev", "8", "--num_test", "8",
+                    "--num_test_unseen", "4", "--nj", "1"], check=True, capture_output=True)
+    data = recipe / "data"
+    for src, dst in [("train", "train_clean_100"), ("dev", "dev"), ("test", "dev_clean")]:
+        write_kaldi_dir(synth / src, data / dst)
+        text = data / dst / "text"  # LibriSpeech's transcripts are upper case
+        text.write_text("".join(f"{k} {v.upper()}\n" for k, v in _read(text).items()))
+    # the Table 4 K config at the checkpoint's size: 3/2 layers x 64/32 FFN units x 8 bits
+    conf = yaml.safe_load((recipe / "conf/tuning/train_asr_wav2vec2_table4_K.yaml").read_text())
+    conf["encoder_conf"].update(subnet_depths=[2, 3], subnet_widths=[32, 64], subnet_bits=[8])
+    conf.update(batch_bins=400000, max_epoch=1, num_workers=0, keep_nbest_models=1,
+                scheduler_conf={"warmup_steps_list": [0, 2, 10],
+                                "warmup_lr_list": [0.0, 1.0e-4, 0.0]})
+    (recipe / "tiny.yaml").write_text(yaml.safe_dump(conf))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    _run(f"local/setup_espnet.sh --template_only {espnet_lite}", recipe, env, logs / "setup.log")
+    opts = (f"--hf_model {ckpt} --asr_config tiny.yaml --test_sets dev_clean --ngpu 0 --nj 1 "
+            "--inference_nj 1")
+    _run(f"./run.sh --skip_local_data true --stage 1 --stop_stage 1 {opts}", recipe, env,
+         logs / "run_stage1.log")
+    assert (recipe / "dump/raw/train_clean_100/wav.scp").exists()
+    _run(f"./run.sh --stage 2 --stop_stage 2 {opts}", recipe, env, logs / "run_stage2.log")
+    tokens = (recipe / "data/en_token_list/char/tokens.txt").read_text().split()
+    assert tokens[0] == "<blank>" and {"<space>", "<sos/eos>", "A"} <= set(tokens)
+    _run(f'./run.sh --stage 3 --stop_stage 3 {opts} --decode_subnets "2-32-8bit"', recipe, env,
+         logs / "run_stage3.log")
+    exp = next((recipe / "exp").glob("asr_tiny*"))
+    train_log = (exp / "train.log").read_text()
+    assert "ctc_head.pth" in train_log  # --pretrained_model: the checkpoint's lm_head
+    assert (exp / "valid.loss.ave.pth").exists()
+    decoded = exp / "decode_ctc_2-32-8bit" / "dev_clean"
+    log = (decoded / "logdir/asr_inference.1.log").read_text()
+    assert "decoding with subnet 2-32-8bit" in log
+    assert len((decoded / "text").read_text().splitlines()) == 8
+    assert (decoded / "score_wer/result.txt").exists()

@@ -8,9 +8,10 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
 # espeak-ng/flite: speech synthesis for the embedded corpus; sctk: NIST sclite/sc_stats
-# scoring; sox: audio tools. Installed only where missing.
+# scoring; sox: audio tools; shellcheck: the recipe scripts' lint (tests). Installed only
+# where missing.
 pkgs=()
-for p in espeak-ng flite sctk sox; do
+for p in espeak-ng flite sctk sox shellcheck; do
   dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
 done
 if [ ${#pkgs[@]} -gt 0 ]; then
@@ -30,7 +31,7 @@ constraints=()
 if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   constraints=(-c requirements-py311.txt)  # known-good pins for Python 3.11
 fi
-echo "[setup] pip install -e .[test,wav2vec2] (first run downloads torch: a few minutes)"
-"$VENV/bin/python" -m pip install -q "${constraints[@]}" -e ".[test,wav2vec2]"
+echo "[setup] pip install -e .[test,wav2vec2,recipe] (first run downloads torch: a few minutes)"
+"$VENV/bin/python" -m pip install -q "${constraints[@]}" -e ".[test,wav2vec2,recipe]"
 "$VENV/bin/python" -c "import espnet2.tasks.asr as a; assert 'allinone_conformer' in a.encoder_choices.choices()" \
   2>/dev/null && echo "[setup] ok: espnet_allinone registered in ESPnet"

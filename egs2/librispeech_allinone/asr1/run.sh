@@ -8,7 +8,8 @@
 # Steps: asr.sh stages 1-4 (data), the token list and CTC head from the checkpoint's vocabulary
 # (so ESPnet's CTC layer starts as its lm_head), asr.sh stages 10-11 (stats, training), then
 # stages 12-13 (decoding, scoring) once per subnet, each with conf/decode/decode_ctc_<subnet>.yaml
-# (greedy CTC; --ctc_decoding beam: CTC prefix beam search, exp/.../decode_ctc_beam_<subnet>_*).
+# (a subnet without one: conf/decode_ctc.yaml + --subnet <subnet>); greedy CTC by default,
+# --ctc_decoding beam: CTC prefix beam search (exp/asr_*/decode_ctc_beam_<subnet>/).
 # Options: --stage/--stop_stage (1-3), --hf_model, --asr_config, --decode_subnets, --ngpu, --nj,
 #   --inference_nj, --ctc_decoding greedy|beam, --skip_local_data true (data/ already holds the
 #   Kaldi data dirs train_clean_100, dev, dev_clean, ...: stage 1 starts asr.sh at its stage 2
@@ -66,8 +67,11 @@ fi
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     ./asr.sh "${asr_opts[@]}" --stage 10 --stop_stage 11
     for subnet in ${decode_subnets}; do
-        ./asr.sh "${asr_opts[@]}" --stage 12 --stop_stage 13 \
-            --inference_config "conf/decode/decode_ctc_${subnet}.yaml" \
-            --inference_tag "${tag_prefix}_${subnet}" --inference_args "${inference_args}"
+        config=conf/decode/decode_ctc_${subnet}.yaml args=${inference_args}
+        if [ ! -f "${config}" ]; then  # a subnet without its own config: the base + --subnet
+            config=conf/decode_ctc.yaml args="${inference_args} --subnet ${subnet}"
+        fi
+        ./asr.sh "${asr_opts[@]}" --stage 12 --stop_stage 13 --inference_config "${config}" \
+            --inference_tag "${tag_prefix}_${subnet}" --inference_args "${args}"
     done
 fi
