@@ -128,12 +128,16 @@ def test_k_config_lives_in_the_recipe_and_is_the_project_preset():
                 and not (p.resolve().is_relative_to(RECIPE))]
 
 
+def _query(config: str, what: str) -> str:
+    return _module("subnets").main(str(TUNING / f"train_asr_{config}.yaml"), what)
+
+
 def test_arch_of_a_config_names_the_baseline(tmp_path):
     """local/results.sh passes `subnets.py <baseline config> arch` as --baseline_name."""
     subnets = _module("subnets")
-    assert subnets.main(str(TUNING / "train_asr_conformer_baseline.yaml"), "arch") == "12-2048-32bit"
-    assert subnets.main(str(TUNING / "train_asr_separate_8-2048-32bit.yaml"), "arch") == "8-2048-32bit"
-    assert subnets.main(str(TUNING / "train_asr_allinone_K.yaml"), "arch") == "12-2048-8bit"
+    assert _query("conformer_baseline", "arch") == "12-2048-32bit"
+    assert _query("separate_8-2048-32bit", "arch") == "8-2048-32bit"
+    assert _query("allinone_K", "arch") == "12-2048-8bit"
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump({"encoder": "conformer", "encoder_conf": {"num_blocks": 4,
                                      "linear_units": 512}}))
@@ -148,9 +152,8 @@ def test_arch_of_a_config_names_the_baseline(tmp_path):
 def test_model_to_decode_is_the_criterions_average():
     """asr.sh's default --inference_asr_model valid.acc.ave.pth does not exist for the
     all-in-one configs (best_model_criterion: valid acc_mean max)."""
-    subnets = _module("subnets")
-    assert subnets.main(str(TUNING / "train_asr_allinone_K.yaml"), "model") == "valid.acc_mean.ave.pth"
-    assert subnets.main(str(TUNING / "train_asr_conformer_baseline.yaml"), "model") == "valid.acc.ave.pth"
+    assert _query("allinone_K", "model") == "valid.acc_mean.ave.pth"
+    assert _query("conformer_baseline", "model") == "valid.acc.ave.pth"
     decode = (RECIPE / "local/decode_subnets.sh").read_text()
     assert '--inference_asr_model "${model}"' in decode
 

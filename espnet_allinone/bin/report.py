@@ -10,9 +10,10 @@
         [--train_times exp/train_times.json] [--scoring hub5]
 
 Reads hypotheses as ``<decode_dir>/<subnet>/<set>/text`` (and the RTF: ``rtf``, the layout of
-``espnet_allinone.bin.decode_subnets``, or asr.sh's ``logdir/calculate_rtf.log``), the same for ``--other_allinone`` models and for
-separately trained systems (``<separate_decode_dir>/<subnet>/<set>/text``, each the twin
-of the all-in-one subnet of that name), and ``<baseline_decode_dir>/<set>/text``.
+``espnet_allinone.bin.decode_subnets``, or asr.sh's ``logdir/calculate_rtf.log``), the same
+for ``--other_allinone`` models and for separately trained systems
+(``<separate_decode_dir>/<subnet>/<set>/text``, each the twin of the all-in-one subnet of that
+name), and ``<baseline_decode_dir>/<set>/text``.
 References are ``<data_dir>/text``; ``<set>`` is the data directory's name. With
 ``--scoring hub5`` (Switchboard, as the paper scores it) every set is scored against its
 ``<data_dir>/stm`` with ``<data_dir>/glm`` by NIST ``hubscr.pl -h hub5``

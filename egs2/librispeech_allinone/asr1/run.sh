@@ -5,22 +5,24 @@
 #   ./run.sh                                                        # Table 4 system K
 #   ./run.sh --asr_config conf/tuning/train_asr_wav2vec2_table4_A.yaml
 #   ./run.sh --asr_config conf/tuning/train_asr_wav2vec2_single_11-2560-6bit.yaml --decode_subnets 11-2560-6bit
-# Steps: asr.sh stages 1-4 (data), the token list and CTC head from the checkpoint's vocabulary
-# (so ESPnet's CTC layer starts as its lm_head), asr.sh stages 10-11 (stats, training), then
-# stages 12-13 (decoding, scoring) once per subnet, each with conf/decode/decode_ctc_<subnet>.yaml
+# Stages: (1) asr.sh stages 1-4 (data), (2) the token list and CTC head from the checkpoint's
+# vocabulary (so ESPnet's CTC layer starts as its lm_head), (3) asr.sh stages 10-11 (stats,
+# training), (4) asr.sh stages 12-13 (decoding, scoring) once per subnet, each with
+# conf/decode/decode_ctc_<subnet>.yaml
 # (a subnet without one: conf/decode_ctc.yaml + --subnet <subnet>); greedy CTC by default,
 # --ctc_decoding beam: CTC prefix beam search (exp/asr_*/decode_ctc_beam_<subnet>/).
-# Options: --stage/--stop_stage (1-3), --hf_model, --asr_config, --decode_subnets, --ngpu, --nj,
+# Options: --stage/--stop_stage (1-4), --hf_model, --asr_config, --decode_subnets, --ngpu, --nj,
 #   --inference_nj, --ctc_decoding greedy|beam, --skip_local_data true (data/ already holds the
 #   Kaldi data dirs train_clean_100, dev, dev_clean, ...: stage 1 starts asr.sh at its stage 2
 #   instead of running local/data.sh), --test_sets, --asr_args / --inference_args (added to
 #   the recipe's own).
-# The decoded checkpoint: valid.loss.ave.pth (these configs' best_model_criterion).
+# The decoded checkpoint: valid.loss.ave.pth (these configs' best_model_criterion); the
+# experiment: exp/asr_<config name>, e.g. exp/asr_train_asr_wav2vec2_table4_K.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=3
+stop_stage=4
 hf_model=facebook/wav2vec2-base-100h       # or a local directory with the same files
 asr_config=conf/tuning/train_asr_wav2vec2_table4_K.yaml
 decode_subnets="12-3072-8bit 12-3072-6bit 12-2560-8bit 12-2560-6bit 11-3072-8bit 11-3072-6bit 11-2560-8bit 11-2560-6bit"
@@ -48,7 +50,7 @@ asr_opts=(
     --feats_type raw --audio_format flac --fs 16k --max_wav_duration 20
     --token_type char --feats_normalize none --use_lm false
     --train_set train_clean_100 --valid_set dev --test_sets "${test_sets}"
-    --asr_config "${asr_config}" --asr_args "--encoder_conf hf_model=${hf_model} ${asr_args}"
+    --asr_config "${asr_config}" --asr_tag "$(basename "${asr_config}" .yaml)" --asr_args "--encoder_conf hf_model=${hf_model} ${asr_args}"
     --pretrained_model "${token_dir}/ctc_head.pth"
     --inference_asr_model valid.loss.ave.pth
 )
@@ -66,6 +68,9 @@ fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     ./asr.sh "${asr_opts[@]}" --stage 10 --stop_stage 11
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     for subnet in ${decode_subnets}; do
         config=conf/decode/decode_ctc_${subnet}.yaml args=${inference_args}
         if [ ! -f "${config}" ]; then  # a subnet without its own config: the base + --subnet

@@ -3,7 +3,7 @@
 
     local/subnets.py exp/asr_K/config.yaml subnets   # 12-2048-8bit ... ('' for a stock model)
     local/subnets.py exp/asr_K/config.yaml model     # valid.acc_mean.ave.pth
-    local/subnets.py exp/asr_baseline/config.yaml arch   # 12-2048-32bit (the report's --baseline_name)
+    local/subnets.py exp/asr_baseline/config.yaml arch   # 12-2048-32bit (--baseline_name)
 
 ``model`` is the checkpoint asr.sh averages for the config's first ``best_model_criterion``,
 what ``--inference_asr_model`` has to name (the all-in-one configs select on ``acc_mean``,
