@@ -1,4 +1,4 @@
-"""The Switchboard recipe's documented commands under ESPnet's real ``asr.sh``.
+"""The Switchboard and LibriSpeech recipes' documented commands under ESPnet's real ``asr.sh``.
 
 Runs ``egs2/swbd_allinone/asr1`` (a copy in a temp dir) with the minimal ESPnet checkout of
 ``../shared/espnet_lite`` on a tiny synthetic stand-in corpus whose data dirs carry the
@@ -9,6 +9,11 @@ stage 11 training of an all-in-one model, stages 12-13 for one of its subnets: d
 ``--inference_args --subnet``, sclite, local/score.sh's Hub5 scoring) and stage 4 (the report:
 Hub5 WER, RTF from asr.sh's calculate_rtf.log). CPU, nj 1, a tiny training config; one test
 set and one subnet, since every decoded set costs asr.sh's stage 13 six Python start-ups.
+
+LibriSpeech (``egs2/librispeech_allinone/asr1``): a random tiny ``Wav2Vec2ForCTC`` saved as from
+the hub stands in for wav2vec2-base-100h, the corpus for train_clean_100 / dev / dev_clean;
+``run.sh --skip_local_data true`` stages 1 (asr.sh 2-4), 2 (``hf_token_list``), 3 (asr.sh 10-11,
+the CTC head through ``--pretrained_model``) and 4 (asr.sh 12-13 for one subnet).
 """
 
 import os
