@@ -7,6 +7,7 @@ BatchNorm statistics). A parent sets the active configuration top-down with
 ``set_active``; layers never parse subnet names or look up at the model.
 """
 
+import contextlib
 import itertools
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
@@ -118,11 +119,20 @@ class ElasticWeight:
             step = step[: self.active_width]
         return step
 
+    # {(width, bits): fake-quantized weight} while :func:`reusing_quantized_weights` is open
+    _quantized: Optional[Dict[Tuple[Optional[int], int], torch.Tensor]] = None
+
     def active_weight(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Weight (sliced, fake-quantized) and bias the layer computes with."""
         w, b = self.sliced()
-        if self.active_bits != FULL_PRECISION:
-            w = fake_quantize(w, self.active_step(), self.active_bits)
+        if self.active_bits == FULL_PRECISION:
+            return w, b
+        key = (self.active_width, self.active_bits)
+        if self._quantized is not None and key in self._quantized:
+            return self._quantized[key], b
+        w = fake_quantize(w, self.active_step(), self.active_bits)
+        if self._quantized is not None:
+            self._quantized[key] = w
         return w, b
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -149,6 +159,23 @@ class ElasticConv1d(ElasticWeight, torch.nn.Conv1d):
 class ElasticConv2d(ElasticWeight, torch.nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, *self.active_weight())
+
+
+@contextlib.contextmanager
+def reusing_quantized_weights(root: torch.nn.Module):
+    """Within this context, each elastic layer below ``root`` fake-quantizes its weight
+    once per (width, bits) and reuses the result (one autograd node, so gradients are
+    those of quantizing it for every use). For the forwards of one training step, while
+    the weights do not change; outside it every forward quantizes anew."""
+    layers = [m for m in root.modules() if isinstance(m, ElasticWeight)]
+    previous = [m._quantized for m in layers]
+    for m in layers:
+        m._quantized = {}
+    try:
+        yield
+    finally:
+        for m, p in zip(layers, previous):
+            m._quantized = p
 
 
 def _conv_kwargs(m: torch.nn.modules.conv._ConvNd) -> Dict:

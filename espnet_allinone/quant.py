@@ -21,15 +21,36 @@ def qmax(bits: int) -> int:
     return 2 ** (check_bits(bits) - 1) - 1
 
 
-def _round_ste(x: torch.Tensor) -> torch.Tensor:
-    """``round(x)`` exactly in the forward pass; identity gradient (STE)."""
-    return x.round().detach() + (x - x.detach())
+class _LSQFakeQuantize(torch.autograd.Function):
+    """``clamp(round(w / s), -Q, Q) * s`` with the straight-through estimator for
+    ``round`` and LSQ's step gradient, in one op: fewer passes over the weight than
+    composing it from autograd ops (it runs once per layer, subnet and step).
 
+    Gradients: ``dL/dw = dL/dwq`` where ``|w / s| <= Q`` (else 0);
+    ``dL/ds = grad_scale * sum(dL/dwq * (round(clamp(w / s)) - w / s * inside))``
+    over the elements sharing a step, i.e. ``round(v) - v`` inside, ``+-Q`` outside.
+    """
 
-def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Identity in the forward pass; multiplies the gradient by ``scale``."""
-    y = x * scale
-    return x.detach() + (y - y.detach())
+    @staticmethod
+    def forward(ctx, weight, step, q: int, grad_scale: float):
+        ctx.save_for_backward(weight, step)
+        ctx.q, ctx.grad_scale = q, grad_scale
+        return torch.clamp(weight / step, -q, q).round_().mul_(step)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, step = ctx.saved_tensors
+        q = ctx.q
+        v = weight / step
+        inside = (v >= -q) & (v <= q)
+        grad_w = grad * inside if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            per_elem = (torch.clamp(v, -q, q).round_() - v * inside).mul_(grad)
+            dims = [d for d in range(weight.dim()) if step.shape[d] == 1 and weight.shape[d] != 1]
+            grad_s = (per_elem.sum(dim=dims, keepdim=True) if dims else per_elem) * ctx.grad_scale
+            grad_s = grad_s.sum_to_size(step.shape)
+        return grad_w, grad_s, None, None
 
 
 def init_step(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -54,13 +75,13 @@ def fake_quantize(weight: torch.Tensor, step: torch.Tensor, bits: int) -> torch.
         step: (out, 1, ...) positive step sizes, broadcastable to ``weight``.
         bits: 2..8, or 32 for no quantization.
     Returns:
-        Tensor of ``weight``'s shape whose values lie on ``step * {-Q..Q}``.
+        Tensor of ``weight``'s shape whose values lie on ``step * {-Q..Q}``; the step's
+        gradient is scaled by ``1 / sqrt(numel_per_channel * Q)`` (LSQ).
     """
     if bits == FULL_PRECISION:
         return weight
     q = qmax(bits)
-    s = _scale_grad(step, 1.0 / math.sqrt(weight[0].numel() * q))
-    return _round_ste(torch.clamp(weight / s, -q, q)) * s
+    return _LSQFakeQuantize.apply(weight, step, q, 1.0 / math.sqrt(weight[0].numel() * q))
 
 
 @torch.no_grad()

@@ -108,6 +108,8 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
             token_int = ctc_greedy_tokens(self.asr_model.ctc, enc, self.asr_model.blank_id, (sos, eos))
             token = self.converter.ids2tokens(token_int)
             text = self.tokenizer.tokens2text(token) if self.tokenizer is not None else None
+            # as ESPnet's beam search logs it: asr.sh's calculate_rtf.py counts these lines
+            logging.info("best hypo: " + "".join(token))
             hyp = Hypothesis(yseq=torch.tensor([sos, *token_int, eos]), score=0.0)
             return [(text, token, token_int, hyp)]
 

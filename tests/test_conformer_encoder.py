@@ -248,6 +248,40 @@ def test_sharing_prefixes_same_outputs_and_less_compute(conf):
     assert enc._prefix_cache is None  # the cache lives only inside the context
 
 
+def test_a_step_quantizes_each_weight_once_per_width_and_bits():
+    """Inside sharing_prefixes (one training step), a layer reuses its fake-quantized
+    weight for every subnet of the same (width, bits) instead of quantizing it again;
+    outside it, every forward quantizes anew."""
+    from unittest import mock
+
+    import espnet_allinone.elastic as elastic
+
+    enc = make_encoder(input_layer="linear")  # no prefix to share before the blocks
+    enc.train()
+    x, xl, _, _ = batch()
+    specs = list(enc.subnet_space)  # 2 depths x 2 widths x 2 bits
+    real = elastic.fake_quantize
+    with mock.patch.object(elastic, "fake_quantize", side_effect=real) as fq:
+        with enc.sharing_prefixes():  # as AllInOneASRModel runs a step: one backward
+            loss = 0
+            for spec in specs:
+                enc.set_subnet(spec)
+                loss = loss + enc(x, xl)[0].sum()
+        loss.backward()
+        in_step = fq.call_count
+        fq.reset_mock()
+        for spec in specs:
+            enc.set_subnet(spec)
+            enc(x, xl)
+        alone = fq.call_count
+    ffn = [m for m in enc.modules() if isinstance(m, ElasticWeight) and m.width_axis]
+    other = [m for m in enc.modules() if isinstance(m, ElasticWeight) and not m.width_axis]
+    # once per bits for layers without a width axis, once per (width, bits) for FFN layers
+    assert in_step == 2 * len(other) + 2 * 2 * len(ffn)
+    assert alone > in_step
+    assert all(m._quantized is None for m in ffn + other)  # nothing cached outside
+
+
 def test_sharing_prefixes_recomputes_for_a_new_input():
     enc = make_encoder()
     enc.eval()

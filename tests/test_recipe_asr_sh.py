@@ -286,14 +286,14 @@ def test_librispeech_recipe_runs_under_asr_sh(librispeech_trained):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "greedy CTC decoding (espnet_allinone/register.py, Speech2Text._decode_single_sample) logs "
-    "no 'best hypo' line, which asr.sh's stage 12 RTF step (calculate_rtf.py) counts: it "
-    "asserts and asr.sh stops; register.py is to log it as ESPnet's beam search does"))
 def test_librispeech_greedy_decoding_under_asr_sh(librispeech_trained):
+    """Greedy CTC (the default) logs a 'best hypo' line per utterance as ESPnet's beam
+    search does, which asr.sh's stage 12 RTF step (calculate_rtf.py) counts."""
     recipe, env, opts, logs = librispeech_trained
     _run(f"./run.sh --stage 4 --stop_stage 4 {opts} --decode_subnets {LIBRI_SUBNET}", recipe,
          env, logs / "run_stage4_greedy.log")
     decoded = recipe / f"exp/asr_tiny/decode_ctc_{LIBRI_SUBNET}/dev_clean"
+    assert "--ctc_greedy true" in (decoded / "logdir/asr_inference.1.log").read_text()
     assert len((decoded / "text").read_text().splitlines()) == 8
+    assert "RTF:" in (decoded / "logdir/calculate_rtf.log").read_text()
     assert (decoded / "score_wer/result.txt").exists()

@@ -12,7 +12,12 @@ from typing import Any, Dict, Iterable, Optional, Union
 
 import torch
 
-from espnet_allinone.elastic import ElasticSequential, ElasticWeight, SubnetBatchNorm1d
+from espnet_allinone.elastic import (
+    ElasticSequential,
+    ElasticWeight,
+    SubnetBatchNorm1d,
+    reusing_quantized_weights,
+)
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
 
 
@@ -116,13 +121,15 @@ class AllInOneEncoderMixin:
     def sharing_prefixes(self):
         """Within this context, forwards of several subnets on the same input reuse
         what they compute alike instead of recomputing it (what that is depends on
-        the encoder: see its ``forward``). Autograd sees one graph, so gradients are
-        those of computing each subnet alone. AllInOneASRModel opens it around the
-        subnets of one batch; outside it nothing is cached.
+        the encoder: see its ``forward``), and each layer fake-quantizes its weight once
+        per (width, bits) (:func:`reusing_quantized_weights`). Autograd sees one graph,
+        so gradients are those of computing each subnet alone. AllInOneASRModel opens
+        it around the subnets of one batch; outside it nothing is cached.
         """
         previous, self._prefix_cache = self._prefix_cache, {}
         try:
-            yield
+            with reusing_quantized_weights(self):
+                yield
         finally:
             self._prefix_cache = previous
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Dev error against training minutes for one or more trainings: the evidence for
+choosing a training setting (on dev, never on test).
+
+    local/convergence.py --exp exp/asr_allinone exp/tune/t1 --label default t1 \\
+        --out_png ../../../docs/mini_convergence.png --out_md exp/convergence.md
+
+Per epoch of each ESPnet ``train.log`` (rotated logs included): cumulative minutes of
+training + validation (ESPnet's per-epoch ``time``), updates so far, the learning rate
+after them (ESPnet's scheduler replayed from the run's config.yaml),
+and on the dev set (ESPnet's validation) the greedy-CTC CER and the attention accuracy
+of the largest and the smallest subnet and the accuracy averaged over all subnets.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Dict, List
+
+import yaml
+
+from espnet_allinone.train_log import epoch_results, timespan_seconds, train_logs
+
+
+def lr_after(config: Dict, updates: List[int]) -> List[float]:
+    """The learning rate after each number of ``updates``, from ESPnet's own optimizer and
+    scheduler classes built as ``config`` (an ESPnet config.yaml) builds them (batch-step
+    schedulers; an epoch scheduler gives the initial LR)."""
+    import torch
+    from espnet2.tasks.abs_task import optim_classes, scheduler_classes
+
+    opt = optim_classes[config["optim"]]([torch.nn.Parameter(torch.zeros(1))], **config["optim_conf"])
+    name = config.get("scheduler")
+    sched = scheduler_classes[name](opt, **config.get("scheduler_conf", {})) if name else None
+    out, done = [], 0
+    for n in updates:
+        while sched is not None and done < n:
+            sched.step()
+            done += 1
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+def curve(exp: Path) -> List[Dict[str, float]]:
+    rows, minutes = [], 0.0
+    for epoch, phases in epoch_results(train_logs(exp)).items():
+        train, valid = phases.get("train", {}), phases.get("valid", {})
+        minutes += sum(timespan_seconds(p.get("time", "")) for p in phases.values()) / 60
+        subnets = sorted({k[len("acc_"):] for k in valid if k.startswith("acc_") and k != "acc_mean"})
+        row = dict(epoch=epoch, minutes=minutes, updates=float(train.get("total_count", "nan")),
+                   lr=float("nan"),
+                   acc_mean=float(valid.get("acc_mean", "nan")))
+        if subnets:
+            largest = max(subnets, key=lambda s: tuple(int(x.rstrip("bit")) for x in s.split("-"))[::-1])
+            smallest = min(subnets, key=lambda s: tuple(int(x.rstrip("bit")) for x in s.split("-")))
+            row.update(largest=largest, smallest=smallest)
+            for tag, s in (("largest", largest), ("smallest", smallest)):
+                row[f"cer_ctc_{tag}"] = 100 * float(valid.get(f"cer_ctc_{s}", "nan"))
+                row[f"acc_{tag}"] = float(valid.get(f"acc_{s}", "nan"))
+        rows.append(row)
+    if (exp / "config.yaml").exists() and rows:
+        config = yaml.safe_load((exp / "config.yaml").read_text())
+        for row, lr in zip(rows, lr_after(config, [int(r["updates"]) for r in rows])):
+            row["lr"] = lr
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp", nargs="+", required=True, help="ESPnet output dirs (with train.log)")
+    p.add_argument("--label", nargs="+", help="one label per --exp (default: dir names)")
+    p.add_argument("--out_md", help="markdown table to write")
+    p.add_argument("--out_png", help="plot to write")
+    args = p.parse_args(argv)
+    labels = args.label or [Path(e).name for e in args.exp]
+    if len(labels) != len(args.exp):
+        p.error("give one --label per --exp")
+    curves = {lab: curve(Path(e)) for lab, e in zip(labels, args.exp)}
+    lines = ["| setting | epoch | updates | training [min] | LR after | dev CER greedy CTC, largest [%] | "
+             "smallest [%] | dev acc largest | smallest | mean of subnets |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for lab, rows in curves.items():
+        for r in rows:
+            lines.append(
+                f"| {lab} | {r['epoch']} | {r['updates']:.0f} | {r['minutes']:.1f} | {r['lr']:.2e} | "
+                f"{r.get('cer_ctc_largest', float('nan')):.1f} | {r.get('cer_ctc_smallest', float('nan')):.1f} | "
+                f"{r.get('acc_largest', float('nan')):.3f} | {r.get('acc_smallest', float('nan')):.3f} | "
+                f"{r['acc_mean']:.3f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out_md:
+        Path(args.out_md).write_text(table)
+    if args.out_png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (lab, rows) in enumerate(curves.items()):
+            color = f"C{i}"
+            x = [r["minutes"] for r in rows]
+            ax.plot(x, [r.get("cer_ctc_largest", float("nan")) for r in rows], "-o", color=color,
+                    ms=3, label=f"{lab}: largest subnet")
+            ax.plot(x, [r.get("cer_ctc_smallest", float("nan")) for r in rows], "--", color=color,
+                    label=f"{lab}: smallest subnet")
+        ax.set_xlabel("training minutes (2-core CPU, ESPnet epoch times)")
+        ax.set_ylabel("dev CER, greedy CTC [%]")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(args.out_png, dpi=120)
+        print(f"wrote {args.out_png}")
+
+
+if __name__ == "__main__":
+    main()
