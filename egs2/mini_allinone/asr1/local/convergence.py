@@ -13,6 +13,7 @@ of the largest and the smallest subnet and the accuracy averaged over all subnet
 """
 
 import argparse
+import re
 from pathlib import Path
 from typing import Dict, List
 
@@ -40,13 +41,23 @@ def lr_after(config: Dict, updates: List[int]) -> List[float]:
     return out
 
 
+def mean_batch(exp: Path) -> float:
+    """Mean utterances per training batch (ESPnet's "mini-batch sizes summary" line)."""
+    for log in train_logs(exp):
+        m = re.search(r"\[train\] mini-batch sizes summary: N-batch=\d+, mean=([0-9.]+)", log.read_text())
+        if m:
+            return float(m.group(1))
+    return float("nan")
+
+
 def curve(exp: Path) -> List[Dict[str, float]]:
-    rows, minutes = [], 0.0
+    rows, minutes, batch = [], 0.0, mean_batch(exp)
     for epoch, phases in epoch_results(train_logs(exp)).items():
         train, valid = phases.get("train", {}), phases.get("valid", {})
         minutes += sum(timespan_seconds(p.get("time", "")) for p in phases.values()) / 60
         subnets = sorted({k[len("acc_"):] for k in valid if k.startswith("acc_") and k != "acc_mean"})
-        row = dict(epoch=epoch, minutes=minutes, updates=float(train.get("total_count", "nan")),
+        updates = float(train.get("total_count", "nan"))
+        row = dict(epoch=epoch, minutes=minutes, updates=updates, utts=updates * batch,
                    lr=float("nan"),
                    acc_mean=float(valid.get("acc_mean", "nan")))
         if subnets:
@@ -70,18 +81,20 @@ def main(argv=None):
     p.add_argument("--label", nargs="+", help="one label per --exp (default: dir names)")
     p.add_argument("--out_md", help="markdown table to write")
     p.add_argument("--out_png", help="plot to write")
+    p.add_argument("--x", choices=["minutes", "utts"], default="minutes",
+                   help="x axis of the plot: training minutes or utterances seen")
     args = p.parse_args(argv)
     labels = args.label or [Path(e).name for e in args.exp]
     if len(labels) != len(args.exp):
         p.error("give one --label per --exp")
     curves = {lab: curve(Path(e)) for lab, e in zip(labels, args.exp)}
-    lines = ["| setting | epoch | updates | training [min] | LR after | dev CER greedy CTC, largest [%] | "
+    lines = ["| setting | epoch | updates | utterances seen | training [min] | LR after | dev CER greedy CTC, largest [%] | "
              "smallest [%] | dev acc largest | smallest | mean of subnets |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for lab, rows in curves.items():
         for r in rows:
             lines.append(
-                f"| {lab} | {r['epoch']} | {r['updates']:.0f} | {r['minutes']:.1f} | {r['lr']:.2e} | "
+                f"| {lab} | {r['epoch']} | {r['updates']:.0f} | {r['utts']:.0f} | {r['minutes']:.1f} | {r['lr']:.2e} | "
                 f"{r.get('cer_ctc_largest', float('nan')):.1f} | {r.get('cer_ctc_smallest', float('nan')):.1f} | "
                 f"{r.get('acc_largest', float('nan')):.3f} | {r.get('acc_smallest', float('nan')):.3f} | "
                 f"{r['acc_mean']:.3f} |")
@@ -98,12 +111,13 @@ def main(argv=None):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, (lab, rows) in enumerate(curves.items()):
             color = f"C{i}"
-            x = [r["minutes"] for r in rows]
+            x = [r[args.x] for r in rows]
             ax.plot(x, [r.get("cer_ctc_largest", float("nan")) for r in rows], "-o", color=color,
                     ms=3, label=f"{lab}: largest subnet")
             ax.plot(x, [r.get("cer_ctc_smallest", float("nan")) for r in rows], "--", color=color,
                     label=f"{lab}: smallest subnet")
-        ax.set_xlabel("training minutes (2-core CPU, ESPnet epoch times)")
+        ax.set_xlabel("training minutes (2-core CPU, ESPnet epoch times)" if args.x == "minutes"
+                      else "training utterances seen (updates x mean batch)")
         ax.set_ylabel("dev CER, greedy CTC [%]")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
