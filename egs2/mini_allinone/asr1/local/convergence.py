@@ -19,19 +19,23 @@ from typing import Dict, List
 
 import yaml
 
+from espnet_allinone.subnet import SubnetSpec
 from espnet_allinone.train_log import epoch_results, timespan_seconds, train_logs
 
 
 def lr_after(config: Dict, updates: List[int]) -> List[float]:
-    """The learning rate after each number of ``updates``, from ESPnet's own optimizer and
+    """The learning rate after each number of ``updates`` (the one the next update uses), from ESPnet's own optimizer and
     scheduler classes built as ``config`` (an ESPnet config.yaml) builds them (batch-step
     schedulers; an epoch scheduler gives the initial LR)."""
     import torch
+    from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler
     from espnet2.tasks.abs_task import optim_classes, scheduler_classes
 
     opt = optim_classes[config["optim"]]([torch.nn.Parameter(torch.zeros(1))], **config["optim_conf"])
     name = config.get("scheduler")
     sched = scheduler_classes[name](opt, **config.get("scheduler_conf", {})) if name else None
+    if not isinstance(sched, AbsBatchStepScheduler):
+        sched = None  # stepped per epoch (or none): the initial LR is reported
     out, done = [], 0
     for n in updates:
         while sched is not None and done < n:
@@ -61,8 +65,9 @@ def curve(exp: Path) -> List[Dict[str, float]]:
                    lr=float("nan"),
                    acc_mean=float(valid.get("acc_mean", "nan")))
         if subnets:
-            largest = max(subnets, key=lambda s: tuple(int(x.rstrip("bit")) for x in s.split("-"))[::-1])
-            smallest = min(subnets, key=lambda s: tuple(int(x.rstrip("bit")) for x in s.split("-")))
+            # SubnetSpec orders by (depth, width, bits): the grid's largest and smallest
+            largest = max(subnets, key=SubnetSpec.parse)
+            smallest = min(subnets, key=SubnetSpec.parse)
             row.update(largest=largest, smallest=smallest)
             for tag, s in (("largest", largest), ("smallest", smallest)):
                 row[f"cer_ctc_{tag}"] = 100 * float(valid.get(f"cer_ctc_{s}", "nan"))
