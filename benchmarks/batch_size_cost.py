@@ -11,8 +11,8 @@ The model is built by ESPnet's ``ASRTask.build_model`` from the training YAML (d
 the mini recipe's), so dropout, SpecAugment and the frontend are the recipe's. A step is
 what ESPnet's trainer does per batch: forward of the sandwich rule's subnets, backward,
 gradient clipping (5, ESPnet's default), Adam update, zero_grad. Steps of the two batch
-sizes are interleaved and the median is reported, so machine load affects both alike. The random subnet is fixed per step
-index (the same draws for both sizes).
+sizes are interleaved and the median is reported, so machine load affects both alike. The
+random subnet is fixed per step index (the same draws for both sizes).
 """
 
 import argparse
