@@ -6,9 +6,11 @@ moves, a subnet that is never trained, a quantizer that zeroes the weights) make
 subnet stay near chance, and this test fails.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -43,7 +45,8 @@ CONFIG = {
     "batch_type": "unsorted", "batch_size": 4, "max_epoch": 16,
     "num_workers": 0, "use_tensorboard": False, "use_matplotlib": False, "seed": 0,
     "num_att_plot": 0,
-    "best_model_criterion": [["valid", "acc_mean", "max"]], "keep_nbest_models": 1,
+    "best_model_criterion": [["valid", "acc_mean", "max"]],
+    "keep_nbest_models": 16,  # every epoch's checkpoint: the dev-WER curve decodes them
 }
 NUM_UTTS = 8
 COPIES = 4  # each utterance 4x per epoch: 8 updates per epoch, fewer epoch overheads
@@ -54,9 +57,20 @@ COPIES = 4  # each utterance 4x per epoch: 8 updates per epoch, fewer epoch over
 # 20 % CER of the reference.
 MIN_ACC = 0.9
 MAX_CER_CTC = 0.2
+# Each text is one "word" of 2-4 tones, so WER counts utterances not exactly right.
+MAX_WER_LAST = 25.0
+
+CONVERGENCE = Path(__file__).resolve().parents[1] / "egs2/mini_allinone/asr1/local/convergence.py"
 
 
-def test_every_subnet_fits_a_handful_of_utterances(tmp_path):
+def load_convergence():
+    spec = importlib.util.spec_from_file_location("convergence", CONVERGENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_subnet_fits_a_handful_of_utterances(tmp_path, monkeypatch):
     write_tone_corpus(tmp_path, NUM_UTTS, 1)
     train = tmp_path / "train"
     for name in ("wav.scp", "text", "speech_shape"):
@@ -83,6 +97,18 @@ def test_every_subnet_fits_a_handful_of_utterances(tmp_path):
     print({s: r for s, r in report.items()})
     assert not failing, f"subnets that did not fit (acc epoch 1, acc last, CER CTC last): {failing}"
     assert all(r[0] < MIN_ACC for r in report.values()), "fitted after one epoch: the test is too easy"
+
+    # The recipe's dev-WER curve (local/convergence.py --dev_wer): decode_subnets on the
+    # epoch checkpoints, scored against the references; the fit shows as a falling WER.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "greedy.yaml").write_text(yaml.safe_dump({"ctc_greedy": True, "beam_size": 1, "ctc_weight": 1.0}))
+    convergence = load_convergence()
+    rows = convergence.curve(tmp_path / "exp")
+    ends = [rows[0], rows[-1]]
+    convergence.add_dev_wer(tmp_path / "exp", ends, tmp_path / "dev", tmp_path / "greedy.yaml", nj=1)
+    for tag in ("largest", "smallest"):
+        first_wer, last_wer = ends[0][f"wer_{tag}"], ends[1][f"wer_{tag}"]
+        assert last_wer <= MAX_WER_LAST < first_wer, (tag, first_wer, last_wer)
 
 
 def epoch_results_of(log_text: str):

@@ -12,6 +12,7 @@
 #   6 report     WER, size, compression and RTF per subnet; RESULTS.md + wer_vs_size.png
 # Usage: ./run.sh [--stage N] [--stop_stage N] [--num_train N] [--max_epoch N] [--nj N] [--ngpu 0|1]
 #                 [--token_type char|bpe] [--nbpe N] [--train_config FILE] [--decode_config FILE]
+#                 [--expdir DIR] [--stats_dir DIR]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -31,12 +32,14 @@ max_epoch=
 train_config=conf/train_asr_allinone_conformer.yaml
 decode_config=conf/decode_asr.yaml
 expdir=exp/asr_allinone
+stats_dir=  # default: exp/asr_stats_<char|bpe_unigramN>
 . local/parse_options.sh
 
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 token_dir=data/token_list/${token_type}
+[ "${token_type}" = bpe ] && token_dir=data/token_list/bpe_unigram${nbpe}  # as asr.sh names it
 token_list=${token_dir}/tokens.txt
-stats_dir=exp/asr_stats_${token_type}
+stats_dir=${stats_dir:-exp/asr_stats_$(basename "${token_dir}")}
 bpe_opts=()
 [ "${token_type}" = bpe ] && bpe_opts=(--bpemodel "${token_dir}/bpe.model")
 data_opts=(

@@ -10,10 +10,19 @@ training + validation (ESPnet's per-epoch ``time``), updates so far, the learnin
 after them (ESPnet's scheduler replayed from the run's config.yaml),
 and on the dev set (ESPnet's validation) the greedy-CTC CER and the attention accuracy
 of the largest and the smallest subnet and the accuracy averaged over all subnets.
+
+ESPnet's CER is counted on tokens joined as text, so it compares runs of one token type
+only; ``--dev_wer data/dev`` also decodes the largest and the smallest subnet from every
+epoch checkpoint still on disk (``Nepoch.pth``; keep them with ``keep_nbest_models``)
+with ``espnet_allinone.bin.decode_subnets`` and ``--decode_config`` (greedy CTC by
+default) and adds their dev WER, comparable across token types (cached in
+``<exp>/dev_wer/<epoch>``).
 """
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -80,6 +89,26 @@ def curve(exp: Path) -> List[Dict[str, float]]:
     return rows
 
 
+def add_dev_wer(exp: Path, rows: List[Dict], data_dir: Path, decode_config: Path, nj: int = 2) -> None:
+    """Adds ``wer_largest`` / ``wer_smallest`` to the rows whose epoch checkpoint exists."""
+    from espnet_allinone.scoring.wer import score_files
+
+    for row in rows:
+        ckpt = exp / f"{row['epoch']}epoch.pth"
+        if not ckpt.exists() or "largest" not in row:
+            continue
+        out = exp / "dev_wer" / str(row["epoch"])
+        subprocess.run(
+            [sys.executable, "-m", "espnet_allinone.bin.decode_subnets", "--asr_train_config",
+             str(exp / "config.yaml"), "--asr_model_file", str(ckpt), "--data_dir", str(data_dir),
+             "--subnets", row["largest"], row["smallest"], "--config", str(decode_config),
+             "--output_dir", str(out), "--nj", str(nj)],
+            check=True, stderr=subprocess.DEVNULL)
+        for tag in ("largest", "smallest"):
+            hyp = out / row[tag] / data_dir.name / "text"
+            row[f"wer_{tag}"] = score_files(data_dir / "text", hyp).wer
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp", nargs="+", required=True, help="ESPnet output dirs (with train.log)")
@@ -88,21 +117,30 @@ def main(argv=None):
     p.add_argument("--out_png", help="plot to write")
     p.add_argument("--x", choices=["minutes", "utts"], default="minutes",
                    help="x axis of the plot: training minutes or utterances seen")
+    p.add_argument("--dev_wer", type=Path, metavar="DATA_DIR",
+                   help="also decode DATA_DIR from every epoch checkpoint on disk; plot its WER")
+    p.add_argument("--decode_config", type=Path, default=Path("conf/decode_asr.yaml"))
     args = p.parse_args(argv)
     labels = args.label or [Path(e).name for e in args.exp]
     if len(labels) != len(args.exp):
         p.error("give one --label per --exp")
     curves = {lab: curve(Path(e)) for lab, e in zip(labels, args.exp)}
+    if args.dev_wer:
+        for e, rows in zip(args.exp, curves.values()):
+            add_dev_wer(Path(e), rows, args.dev_wer, args.decode_config)
+    wer_head = (" dev WER largest [%] | smallest [%] |", "---|---|") if args.dev_wer else ("", "")
     lines = ["| setting | epoch | updates | utterances seen | training [min] | LR after | dev CER greedy CTC, largest [%] | "
-             "smallest [%] | dev acc largest | smallest | mean of subnets |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "smallest [%] | dev acc largest | smallest | mean of subnets |" + wer_head[0],
+             "|---|---|---|---|---|---|---|---|---|---|---|" + wer_head[1]]
     for lab, rows in curves.items():
         for r in rows:
             lines.append(
                 f"| {lab} | {r['epoch']} | {r['updates']:.0f} | {r['utts']:.0f} | {r['minutes']:.1f} | {r['lr']:.2e} | "
                 f"{r.get('cer_ctc_largest', float('nan')):.1f} | {r.get('cer_ctc_smallest', float('nan')):.1f} | "
                 f"{r.get('acc_largest', float('nan')):.3f} | {r.get('acc_smallest', float('nan')):.3f} | "
-                f"{r['acc_mean']:.3f} |")
+                f"{r['acc_mean']:.3f} |"
+                + (f" {r.get('wer_largest', float('nan')):.1f} | {r.get('wer_smallest', float('nan')):.1f} |"
+                   if args.dev_wer else ""))
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out_md:
@@ -113,17 +151,18 @@ def main(argv=None):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        metric = "wer" if args.dev_wer else "cer_ctc"
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, (lab, rows) in enumerate(curves.items()):
             color = f"C{i}"
             x = [r[args.x] for r in rows]
-            ax.plot(x, [r.get("cer_ctc_largest", float("nan")) for r in rows], "-o", color=color,
+            ax.plot(x, [r.get(f"{metric}_largest", float("nan")) for r in rows], "-o", color=color,
                     ms=3, label=f"{lab}: largest subnet")
-            ax.plot(x, [r.get("cer_ctc_smallest", float("nan")) for r in rows], "--", color=color,
+            ax.plot(x, [r.get(f"{metric}_smallest", float("nan")) for r in rows], "--", color=color,
                     label=f"{lab}: smallest subnet")
         ax.set_xlabel("training minutes (2-core CPU, ESPnet epoch times)" if args.x == "minutes"
                       else "training utterances seen (updates x mean batch)")
-        ax.set_ylabel("dev CER, greedy CTC [%]")
+        ax.set_ylabel("dev WER, greedy CTC [%]" if args.dev_wer else "dev CER, greedy CTC [%]")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
