@@ -101,6 +101,7 @@ def test_every_subnet_fits_a_handful_of_utterances(tmp_path, monkeypatch):
     # The recipe's dev-WER curve (local/convergence.py --dev_wer): decode_subnets on the
     # epoch checkpoints, scored against the references; the fit shows as a falling WER.
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp" / "train.log").write_text(proc.stderr)  # as run.sh tees it
     (tmp_path / "greedy.yaml").write_text(yaml.safe_dump({"ctc_greedy": True, "beam_size": 1, "ctc_weight": 1.0}))
     convergence = load_convergence()
     rows = convergence.curve(tmp_path / "exp")
