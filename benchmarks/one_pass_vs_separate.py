@@ -48,6 +48,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from espnet_allinone.fileio import write_text_atomic
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
 from espnet_allinone.train_log import epoch_results, step_times, train_logs
 
@@ -136,16 +137,26 @@ def trained_epochs(exp: Path, record: Dict) -> int:
 
 
 # ----------------------------------------------------------------------------- runs
+class RunFailed(RuntimeError):
+    """A command that failed; ``cpu``: the CPU seconds it used nevertheless."""
+
+    def __init__(self, msg: str, cpu: float):
+        super().__init__(msg)
+        self.cpu = cpu
+
+
 def run(cmd: List[str], log: Path) -> float:
-    """Run ``cmd`` with stderr+stdout to ``log``; return the CPU seconds of the child."""
+    """Run ``cmd`` with stderr+stdout to ``log``; return the CPU seconds of the child
+    (:class:`RunFailed`, carrying them, if it fails)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "a") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if rc != 0:
         tail = "".join(log.read_text(errors="replace").splitlines(True)[-20:])
-        raise RuntimeError(f"failed ({rc}): {' '.join(cmd)}\n{tail}")
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        raise RunFailed(f"failed ({rc}): {' '.join(cmd)}\n{tail}", cpu)
+    return cpu
 
 
 class Benchmark:
@@ -226,18 +237,28 @@ class Benchmark:
         self.log(f"train {label} ({self.max_epoch} epochs) -> {exp}/train.log")
         stats, tt = self.stats, self.args.token_type
         t0 = time.perf_counter()
-        cpu = run([PY, "-m", "espnet2.bin.asr_train", "--config", str(self.out / "conf" / f"{label}.yaml"),
-                   "--max_epoch", str(self.max_epoch), *self.data_opts(),
-                   "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}/train/feats_stats.npz",
-                   "--train_shape_file", f"{stats}/train/speech_shape",
-                   "--train_shape_file", f"{stats}/train/text_shape.{tt}",
-                   "--valid_shape_file", f"{stats}/valid/speech_shape",
-                   "--valid_shape_file", f"{stats}/valid/text_shape.{tt}",
-                   "--resume", "true", "--output_dir", str(exp), "--ngpu", str(self.args.ngpu),
-                   "--seed", str(self.args.seed)], exp / "train.log")
-        record = {"wall": record["wall"] + time.perf_counter() - t0, "cpu": record["cpu"] + cpu,
-                  "attempts": record["attempts"] + 1, "done": True, "max_epoch": self.max_epoch}
-        record_file.write_text(json.dumps(record, indent=1))
+        cpu, done = 0.0, False
+        try:
+            cpu = run([PY, "-m", "espnet2.bin.asr_train", "--config", str(self.out / "conf" / f"{label}.yaml"),
+                       "--max_epoch", str(self.max_epoch), *self.data_opts(),
+                       "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}/train/feats_stats.npz",
+                       "--train_shape_file", f"{stats}/train/speech_shape",
+                       "--train_shape_file", f"{stats}/train/text_shape.{tt}",
+                       "--valid_shape_file", f"{stats}/valid/speech_shape",
+                       "--valid_shape_file", f"{stats}/valid/text_shape.{tt}",
+                       "--resume", "true", "--output_dir", str(exp), "--ngpu", str(self.args.ngpu),
+                       "--seed", str(self.args.seed)], exp / "train.log")
+            done = True
+        except RunFailed as e:
+            cpu = e.cpu
+            raise
+        finally:  # an interrupted or failed attempt's time counts too (times add up)
+            record = {"wall": record["wall"] + time.perf_counter() - t0, "cpu": record["cpu"] + cpu,
+                      "attempts": record["attempts"] + 1, "done": done,
+                      "max_epoch": self.max_epoch if done else record.get("max_epoch")}
+            if record["max_epoch"] is None:
+                del record["max_epoch"]
+            write_text_atomic(record_file, json.dumps(record, indent=1))
         self.log(f"{label}: {record['wall']:.0f}s wall, {record['cpu']:.0f}s CPU")
         return record
 

@@ -33,15 +33,16 @@ class ElasticWeight:
             (a raw step of ~1e-2 would be moved by ~lr per update and collapse).
     """
 
-    def _init_elastic(self, bits: Iterable[int], width_axis: Optional[str] = None):
+    def _init_elastic(self, bits: Iterable[int], width_axis: Optional[str] = None, name: str = ""):
         if width_axis not in WIDTH_AXES:
             raise ValueError(f"width_axis must be one of {WIDTH_AXES}: {width_axis}")
         self.width_axis = width_axis
+        self.layer_name = name  # for error messages: the path below the encoder
         self.active_width: Optional[int] = None
         self.active_bits = FULL_PRECISION
         shape = (self.weight.size(0),) + (1,) * (self.weight.dim() - 1)
-        # NaN = "not initialised yet": set from the weight statistics at first use,
-        # i.e. after any checkpoint or ESPnet `--init` has set the weights.
+        # Set from the weight statistics at first use, i.e. after any checkpoint or
+        # ESPnet `--init` has set the weights; NaN until then (never used as a marker).
         self.weight_log_step = torch.nn.ParameterDict(
             {
                 f"{b}bit": torch.nn.Parameter(
@@ -55,14 +56,37 @@ class ElasticWeight:
             # no weight decay (a decayed log-step drifts to step 1): honoured by ESPnet's
             # optimizer builder with `exclude_weight_decay: true`
             p._optim = {"weight_decay": 0.0}
-        self._steps_ready = set()
+        # 1.0 where the step sizes of weight_log_step's i-th bit-width are initialised: in
+        # the state dict, so it travels with checkpoints (a float buffer, which ESPnet's
+        # checkpoint averaging averages, as it does the steps themselves)
+        self.register_buffer(
+            "weight_log_step_ready", torch.zeros(len(self.weight_log_step), device=self.weight.device)
+        )
+        self._steps_checked = set()
 
     def espnet_initialization_fn(self):
         """Called by ESPnet's ``initialize`` after ``--init`` has reset the weights."""
         with torch.no_grad():
             for p in self.weight_log_step.values():
                 p.fill_(float("nan"))
-        self._steps_ready = set()
+            self.weight_log_step_ready.zero_()
+        self._steps_checked = set()
+
+    def _bit_index(self, key: str) -> int:
+        return list(self.weight_log_step).index(key)
+
+    def _not_finite(self, name: str, key: str, log_step: torch.Tensor) -> Optional[str]:
+        """Why the trained steps ``log_step`` of ``key`` are unusable, or None."""
+        bad = ~torch.isfinite(log_step.reshape(-1))
+        if not bool(bad.any()):
+            return None
+        channels = bad.nonzero().reshape(-1).tolist()
+        return (
+            f"{name or type(self).__name__}: the trained {key} step sizes (weight_log_step."
+            f"{key}) are NaN/inf in {len(channels)} of {bad.numel()} output channels "
+            f"(first: {channels[:5]}); the training diverged. They are not re-initialised "
+            "silently: resume from an earlier checkpoint or lower the learning rate"
+        )
 
     @property
     def full_width(self) -> int:
@@ -99,16 +123,22 @@ class ElasticWeight:
         """Step sizes for ``bits`` (all output channels), initialised on first use."""
         key = f"{bits}bit"
         log_step = self.weight_log_step[key]
-        if key not in self._steps_ready:
+        if key not in self._steps_checked:
+            i = self._bit_index(key)
             with torch.no_grad():
-                if bool(torch.isnan(log_step).any()):
+                if not bool(self.weight_log_step_ready[i]):
                     if getattr(self, "_is_replica", False):
                         raise RuntimeError(
                             "step sizes cannot be initialised inside torch.nn.DataParallel "
                             "replicas: train with DDP (--multiprocessing_distributed true)"
                         )
                     log_step.copy_(init_step(self.weight.float(), bits).log())
-            self._steps_ready.add(key)
+                    self.weight_log_step_ready[i] = 1.0
+                else:
+                    problem = self._not_finite(self.layer_name, key, log_step)
+                    if problem:
+                        raise FloatingPointError(problem)
+            self._steps_checked.add(key)
         return log_step.exp()
 
     def active_step(self) -> Optional[torch.Tensor]:
@@ -135,9 +165,30 @@ class ElasticWeight:
             self._quantized[key] = w
         return w, b
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._steps_ready = set()  # re-check loaded steps at next use
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loads ``weight_log_step_ready`` with the steps. A checkpoint written before it
+        existed marked uninitialised steps with NaN: all-NaN steps load as not initialised,
+        finite ones as initialised. Trained steps that are not finite are an error."""
+        ready_key = f"{prefix}weight_log_step_ready"
+        steps = {k: state_dict.get(f"{prefix}weight_log_step.{k}") for k in self.weight_log_step}
+        if ready_key not in state_dict and steps and None not in steps.values():
+            ready = []
+            for k, v in steps.items():
+                if bool(torch.isnan(v).all()):
+                    ready.append(0.0)
+                else:
+                    problem = self._not_finite(prefix.rstrip("."), k, v)
+                    if problem:
+                        raise ValueError(f"{problem} (a checkpoint without weight_log_step_ready)")
+                    ready.append(1.0)
+            state_dict[ready_key] = torch.tensor(ready)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        for k, v in self.weight_log_step.items():
+            if bool(self.weight_log_step_ready[self._bit_index(k)]):
+                problem = self._not_finite(prefix.rstrip("."), k, v)
+                if problem:
+                    raise ValueError(problem)
+        self._steps_checked = set()  # re-check loaded steps at next use
 
     def extra_repr(self) -> str:
         return (
@@ -202,27 +253,28 @@ _ELASTIC_TWINS = {
 }
 
 
-def to_elastic(module: torch.nn.Module, bits: Sequence[int]) -> ElasticWeight:
+def to_elastic(module: torch.nn.Module, bits: Sequence[int], name: str = "") -> ElasticWeight:
     """An elastic twin of a Linear/Conv1d/Conv2d sharing its Parameter objects."""
     cls, kwargs = _ELASTIC_TWINS[type(module)]
     new = cls(**kwargs(module), device="meta")
     new.weight = module.weight
     new.bias = module.bias
     new.train(module.training)
-    new._init_elastic(bits)
+    new._init_elastic(bits, name=name)
     return new
 
 
-def make_elastic(root: torch.nn.Module, bits: Sequence[int]) -> torch.nn.Module:
-    """Replace, in place, every Linear/Conv1d/Conv2d below ``root`` by its elastic twin.
+def make_elastic(root: torch.nn.Module, bits: Sequence[int], prefix: str = "") -> torch.nn.Module:
+    """Replace, in place, every Linear/Conv1d/Conv2d below ``root`` by its elastic twin
+    (named ``prefix`` + its path below ``root`` in error messages).
 
     State-dict keys of the replaced weights and biases are unchanged.
     """
     for name, child in list(root.named_children()):
         if type(child) in _ELASTIC_TWINS:
-            setattr(root, name, to_elastic(child, bits))
+            setattr(root, name, to_elastic(child, bits, f"{prefix}{name}"))
         else:
-            make_elastic(child, bits)
+            make_elastic(child, bits, f"{prefix}{name}.")
     return root
 
 

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
+from espnet_allinone.fileio import atomic_dir, atomic_path
 from espnet_allinone.quant import integer_codes, pack_codes, unpack_codes
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
 
@@ -61,8 +62,11 @@ def load_allinone(config_file: Union[str, Path], model_file: Union[str, Path]):
 
     from espnet_allinone.register import register_asr_task
 
+    from espnet_allinone.checkpoint import loading_model_file
+
     register_asr_task()
-    model, _ = ASRTask.build_model_from_file(config_file, model_file, "cpu")
+    with loading_model_file(model_file):
+        model, _ = ASRTask.build_model_from_file(config_file, model_file, "cpu")
     if not hasattr(model.encoder, "subnet_space"):
         name = type(model.encoder).__name__
         raise ValueError(f"{config_file}: the encoder {name} is not an all-in-one encoder")
@@ -209,12 +213,12 @@ def export_stock(
     into ``out_dir`` and referred to by absolute path. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     state, _ = subnet_weights(model, train_config, subnet)
     config = stock_config(train_config, model, subnet)
-    _copy_files(config, out_dir, _absolute)
-    _write_yaml(config, out_dir / "config.yaml")
-    torch.save(state, out_dir / "model.pth")
+    with atomic_dir(out_dir) as tmp:  # all files or none
+        _copy_files(config, tmp, lambda p: _absolute(out_dir / p.name))
+        _write_yaml(config, tmp / "config.yaml")
+        torch.save(state, tmp / "model.pth")
     return out_dir
 
 
@@ -231,12 +235,9 @@ def export_packed(
     ``config.yaml``: the stock config. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     spec = model.encoder.subnet_space.get(subnet)
     state, quantized = subnet_weights(model, train_config, spec)
     config = stock_config(train_config, model, spec)
-    _copy_files(config, out_dir, _absolute)
-    _write_yaml(config, out_dir / "config.yaml")
 
     index, codes, floats = [], [], []
     n_codes = n_floats = 0
@@ -266,17 +267,20 @@ def export_packed(
         else:  # e.g. BatchNorm's num_batches_tracked: a few integers
             values = value.reshape(-1).tolist()
             index.append(dict(key=key, kind="int", shape=list(value.shape), value=values))
-    torch.save(
-        dict(
-            format=PACKED_FORMAT,
-            subnet=spec.name,
-            index=index,
-            codes=torch.cat(codes) if codes else torch.zeros(0, dtype=torch.uint8),
-            floats=torch.cat(floats) if floats else torch.zeros(0),
-        ),
-        out_dir / "encoder.packed",
-    )
-    torch.save(rest, out_dir / "rest.pth")
+    with atomic_dir(out_dir) as tmp:  # all files or none
+        _copy_files(config, tmp, lambda p: _absolute(out_dir / p.name))
+        _write_yaml(config, tmp / "config.yaml")
+        torch.save(
+            dict(
+                format=PACKED_FORMAT,
+                subnet=spec.name,
+                index=index,
+                codes=torch.cat(codes) if codes else torch.zeros(0, dtype=torch.uint8),
+                floats=torch.cat(floats) if floats else torch.zeros(0),
+            ),
+            tmp / "encoder.packed",
+        )
+        torch.save(rest, tmp / "rest.pth")
     return out_dir
 
 
@@ -376,12 +380,13 @@ def pack_allinone(
         cwd = os.getcwd()
         os.chdir(tmp)  # pack() stores paths as given: relative to the staging root
         try:
-            pack(
-                files={"asr_model_file": "exp/model.pth"},
-                yaml_files={"asr_train_config": "exp/config.yaml"},
-                outpath=out_zip,
-                option=options,
-            )
+            with atomic_path(out_zip) as tmp_zip:
+                pack(
+                    files={"asr_model_file": "exp/model.pth"},
+                    yaml_files={"asr_train_config": "exp/config.yaml"},
+                    outpath=tmp_zip,
+                    option=options,
+                )
         finally:
             os.chdir(cwd)
     return out_zip

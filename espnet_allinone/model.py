@@ -169,11 +169,30 @@ class AllInOneASRModel(ESPnetASRModel):
             )
 
     def subnets_for_step(self) -> List[SubnetSpec]:
-        """The subnets one forward computes, the largest first."""
+        """The subnets one forward computes, the largest first.
+
+        In training they are drawn with Python's ``random`` (which ESPnet seeds with
+        ``seed + epoch`` at every epoch, so a resumed run draws the same). Under
+        ``torch.distributed`` every rank trains rank 0's draw: the sandwich rule holds
+        for each global step (its largest, smallest and random subnets see the whole
+        global batch), as in a single-process run with that batch, whatever else
+        consumes ``random`` differently on the ranks.
+        """
         space = self.encoder.subnet_space
         if not self.training:
             return list(space)
-        return space.sample(self.subnet_sampling, self.num_random_subnets, random)
+        return self._as_on_rank0(space.sample(self.subnet_sampling, self.num_random_subnets, random))
+
+    def _as_on_rank0(self, subnets: List[SubnetSpec]) -> List[SubnetSpec]:
+        """``subnets`` as drawn on rank 0 (one broadcast of a few integers per step)."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return subnets
+        members = list(self.encoder.subnet_space)
+        device = next(self.parameters()).device  # NCCL broadcasts CUDA tensors only
+        index = torch.tensor([members.index(s) for s in subnets], device=device)
+        dist.broadcast(index, src=0)
+        return [members[i] for i in index.tolist()]
 
     @contextlib.contextmanager
     def _without(self, *names: str):

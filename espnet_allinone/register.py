@@ -95,7 +95,11 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
 
         def __init__(self, *args, subnet: Optional[str] = None, ctc_greedy: Optional[bool] = None,
                      **kwargs):
-            super().__init__(*args, **kwargs)
+            from espnet_allinone.checkpoint import loading_model_file
+
+            model_file = kwargs.get("asr_model_file", args[1] if len(args) > 1 else None)
+            with loading_model_file(model_file):
+                super().__init__(*args, **kwargs)
             self.subnet = select_subnet(self.asr_model, subnet or self.default_subnet)
             self.ctc_greedy = self.default_ctc_greedy if ctc_greedy is None else ctc_greedy
             if self.ctc_greedy and getattr(self.asr_model, "ctc", None) is None:

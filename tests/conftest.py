@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import yaml
 
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 
+from espnet_allinone.elastic import SubnetBatchNorm1d
 from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
 from espnet_allinone.model import AllInOneASRModel
 
@@ -132,3 +134,43 @@ ASR_TRAIN_DATA_ARGS = [
     "--valid_data_path_and_name_and_type", "dev/text,text,text",
     "--valid_shape_file", "dev/speech_shape",
 ]
+
+
+N_MELS = TRAIN_CONFIG["frontend_conf"]["n_mels"]
+
+
+def make_allinone_files(d, **encoder_conf):
+    """config.yaml + model.pth of a randomly initialised all-in-one model (fixed seed),
+    with distinct BatchNorm statistics per subnet and a global-MVN stats file."""
+    from espnet2.tasks.asr import ASRTask
+
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(d / "feats_stats.npz", count=np.array(100.0),
+             sum=rng.normal(0, 10, N_MELS), sum_square=np.full(N_MELS, 400.0))
+    write_token_list(d / "tokens.txt", CHARS)
+    config = {
+        **TRAIN_CONFIG,
+        "encoder_conf": {**TRAIN_CONFIG["encoder_conf"], "subnet_bits": [4, 8, 32],
+                         "use_cnn_module": True, "cnn_module_kernel": 5, **encoder_conf},
+        "normalize": "global_mvn",
+        "normalize_conf": {"stats_file": str(d / "feats_stats.npz")},
+    }
+    (d / "train.yaml").write_text(yaml.safe_dump(config))
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(d / "train.yaml"), "--token_list", str(d / "tokens.txt"),
+         "--token_type", "char", "--output_dir", str(d / "exp")]
+    )
+    torch.manual_seed(0)
+    model = ASRTask.build_model(args)
+    for m in model.encoder.modules():
+        if isinstance(m, SubnetBatchNorm1d):  # distinct statistics per (width, bits)
+            for name, buf in m.named_buffers():
+                if name.startswith("running_"):
+                    buf.copy_(torch.rand_like(buf) + 0.5)
+        if hasattr(m, "weight_log_step"):
+            for key in m.weight_log_step:
+                m.step(int(key[: -len("bit")]))
+    (d / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(model.state_dict(), d / "model.pth")
+    return d / "config.yaml", d / "model.pth"

@@ -6,13 +6,11 @@ import subprocess
 import sys
 import sysconfig
 
-import numpy as np
 import pytest
 import soundfile
 import torch
 import yaml
 
-from espnet_allinone.elastic import SubnetBatchNorm1d
 from espnet_allinone.export import (
     QuantizedWeight,
     build_packed_model,
@@ -27,52 +25,14 @@ from espnet_allinone.export import (
 )
 from espnet_allinone.int8 import IntegerConv, IntegerLinear, integer_module
 from espnet_allinone.quant import pack_codes, qmax, unpack_codes
-from tests.conftest import CHARS, TRAIN_CONFIG, write_token_list, write_tone_data
+from tests.conftest import N_MELS, TRAIN_CONFIG, make_allinone_files, write_tone_data
 
-N_MELS = TRAIN_CONFIG["frontend_conf"]["n_mels"]
 SUBNETS = ["2-32-32bit", "2-32-8bit", "2-16-4bit", "1-16-8bit", "1-32-4bit"]
-
-
-def _make_allinone(d, **encoder_conf):
-    """config.yaml + model.pth of a randomly initialised all-in-one model (fixed seed),
-    with distinct BatchNorm statistics per subnet and a global-MVN stats file."""
-    from espnet2.tasks.asr import ASRTask
-
-    d.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    np.savez(d / "feats_stats.npz", count=np.array(100.0),
-             sum=rng.normal(0, 10, N_MELS), sum_square=np.full(N_MELS, 400.0))
-    write_token_list(d / "tokens.txt", CHARS)
-    config = {
-        **TRAIN_CONFIG,
-        "encoder_conf": {**TRAIN_CONFIG["encoder_conf"], "subnet_bits": [4, 8, 32],
-                         "use_cnn_module": True, "cnn_module_kernel": 5, **encoder_conf},
-        "normalize": "global_mvn",
-        "normalize_conf": {"stats_file": str(d / "feats_stats.npz")},
-    }
-    (d / "train.yaml").write_text(yaml.safe_dump(config))
-    args = ASRTask.get_parser().parse_args(
-        ["--config", str(d / "train.yaml"), "--token_list", str(d / "tokens.txt"),
-         "--token_type", "char", "--output_dir", str(d / "exp")]
-    )
-    torch.manual_seed(0)
-    model = ASRTask.build_model(args)
-    for m in model.encoder.modules():
-        if isinstance(m, SubnetBatchNorm1d):  # distinct statistics per (width, bits)
-            for name, buf in m.named_buffers():
-                if name.startswith("running_"):
-                    buf.copy_(torch.rand_like(buf) + 0.5)
-        if hasattr(m, "weight_log_step"):
-            for key in m.weight_log_step:
-                m.step(int(key[: -len("bit")]))
-    (d / "config.yaml").write_text(yaml.safe_dump(vars(args)))
-    torch.save(model.state_dict(), d / "model.pth")
-    return d / "config.yaml", d / "model.pth"
 
 
 @pytest.fixture(scope="module")
 def allinone(tmp_path_factory):
-    config_file, model_file = _make_allinone(tmp_path_factory.mktemp("allinone"))
+    config_file, model_file = make_allinone_files(tmp_path_factory.mktemp("allinone"))
     model = load_allinone(config_file, model_file)
     return model, yaml.safe_load(config_file.read_text()), config_file, model_file
 
@@ -154,7 +114,7 @@ def test_packed_artifact_is_bit_exact(allinone, subnet, tmp_path):
 @pytest.mark.parametrize("bits", [4, 8])
 def test_packed_size_reaches_the_bit_ratio(tmp_path, bits):
     """On an encoder of realistic width the packed file is within 5% of the bit bound."""
-    config_file, model_file = _make_allinone(
+    config_file, model_file = make_allinone_files(
         tmp_path, output_size=256, attention_heads=4, linear_units=1024,
         subnet_widths=[512, 1024], subnet_bits=[bits, 32],
     )

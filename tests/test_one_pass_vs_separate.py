@@ -138,3 +138,28 @@ def test_epochs_of_a_record_without_max_epoch_come_from_its_log(benchmark):
     assert bench.trained_epochs(exp, {"done": True}) == 3
     b.train("A")
     assert len(calls) == 1
+
+
+def test_a_failed_attempt_is_recorded_and_its_time_adds_up(benchmark, monkeypatch):
+    """The docstring's "times add up" holds for an attempt that fails (or is interrupted)."""
+    b, calls = benchmark
+    attempts = []
+
+    def fail_once(cmd, log):
+        attempts.append(cmd)
+        if len(attempts) == 1:
+            bench.time.sleep(0.01)
+            raise bench.RunFailed("failed (1): asr_train", cpu=5.0)
+        return 7.0
+
+    monkeypatch.setattr(bench, "run", fail_once)
+    record_file = b.out / "exp" / "K" / "bench_time.json"
+    with pytest.raises(bench.RunFailed):
+        b.train("K")
+    failed = bench.json.loads(record_file.read_text())
+    assert failed["attempts"] == 1 and failed["done"] is False
+    assert failed["cpu"] == 5.0 and failed["wall"] >= 0.01
+    record = b.train("K")  # the rerun resumes (ESPnet's --resume) and adds up
+    assert record["attempts"] == 2 and record["done"] and record["cpu"] == 12.0
+    assert record["wall"] >= failed["wall"]
+    assert bench.json.loads(record_file.read_text()) == record

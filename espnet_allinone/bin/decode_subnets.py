@@ -6,36 +6,129 @@
         --data_dir data/dev data/test --subnets all --config conf/decode_asr.yaml \\
         --output_dir exp/asr/decode --nj 2
 
-Writes ``<output_dir>/<subnet>/<set>/text`` (ESPnet's ``1best_recog/text`` format) and
-``<output_dir>/<subnet>/<set>/rtf`` (decoding seconds / audio seconds). Subnets already
-decoded are skipped, so an interrupted run resumes. Each of ``--nj`` processes holds
-one model and decodes its share of the subnets on one thread.
+Writes, for every subnet and data set, into ``<output_dir>/<subnet>/<set>/``:
+
+- ``text``: one line per utterance (ESPnet's ``1best_recog/text`` format); an utterance
+  that cannot be decoded gets an empty hypothesis, as stock ``asr_inference`` writes
+  for a too-short one, so scoring counts its words as deletions;
+- ``failed``: ``<utt> <wav.scp entry>: <reason>`` for each such utterance (empty if none);
+- ``rtf``: decoding seconds / audio seconds of the decoded utterances. Written last:
+  it marks the set done.
+
+Each file is written under a temporary name and renamed, so it is complete or absent.
+A set is skipped when its ``rtf`` exists and its ``text`` holds exactly the utterances of
+the data dir; otherwise (an interrupted or older run, a changed data dir) it is decoded
+again. Each of ``--nj`` processes holds one model and decodes its share of the subnets
+on one thread.
+
+The data dir is read as asr.sh reads it (:mod:`espnet_allinone.data.audio`): ``wav.scp``
+entries may be files or commands (``sox a.flac -t wav - |``), and a ``segments`` file cuts
+utterances out of recordings. Audio at another sample rate is resampled to the model's
+(with a warning), multi-channel audio is decoded from its first channel (with a
+warning). An unreadable, empty or too short input gets one line naming the utterance,
+the entry and the reason, the rest of the set is decoded, and the run ends with a
+summary per set. The exit status is 0 when every failure is such a data problem, 1 with
+``--fail_on_bad_audio true``.
 """
 
 import argparse
+import logging
 import multiprocessing
+import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import yaml
 
+from espnet_allinone.fileio import write_text_atomic
 
-def _wav_scp(data_dir: Path) -> List[tuple]:
-    out = []
-    for line in (data_dir / "wav.scp").read_text().splitlines():
-        if line.strip():
-            key, path = line.split(maxsplit=1)
-            out.append((key, path))
-    return out
+TEXT, FAILED, DONE = "text", "failed", "rtf"
 
 
-def _decode_job(args) -> None:
+def _ids(path: Path) -> Optional[List[str]]:
+    if not path.exists():
+        return None
+    return [line.split(maxsplit=1)[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_failures(out: Path) -> Dict[str, str]:
+    """{utt: reason} of a decoded set's ``failed`` file."""
+    path = out / FAILED
+    if not path.exists():
+        return {}
+    return dict(line.split(" ", 1) for line in path.read_text().splitlines() if line.strip())
+
+
+def is_done(out: Path, keys: List[str]) -> bool:
+    """Whether ``out`` holds a complete decode of the utterances ``keys``."""
+    ids = _ids(out / TEXT)
+    return (out / DONE).exists() and ids is not None and sorted(ids) == sorted(keys)
+
+
+def model_sample_rate(s2t) -> int:
+    """The sample rate the model was trained at (its frontend's ``fs``, ESPnet's default 16k)."""
+    import humanfriendly
+
+    fs = (getattr(s2t.asr_train_args, "frontend_conf", None) or {}).get("fs", 16000)
+    return int(humanfriendly.parse_size(fs)) if isinstance(fs, str) else int(fs)
+
+
+def min_samples(s2t) -> int:
+    """Fewest samples the frontend's STFT takes (fewer: torch's padding error); 1 if none."""
+    stft = getattr(getattr(s2t.asr_model, "frontend", None), "stft", None)
+    if stft is None:
+        return 1
+    return stft.n_fft // 2 + 1 if stft.center else stft.n_fft
+
+
+def decode_set(s2t, data_dir: Path, out: Path, tag: str = "") -> Dict:
+    """Decode one data dir with the subnet ``s2t`` computes; write ``out/{text,failed,rtf}``.
+
+    Returns ``{"decoded": n, "failed": {utt: reason}}``.
+    """
+    import torch
+    from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
+
+    from espnet_allinone.data.audio import BadAudio, DataDirAudio
+
+    reader = DataDirAudio(data_dir, model_sample_rate(s2t))
+    shortest, fs = min_samples(s2t), reader.fs
+    lines, failed, audio_s, spent = [], {}, 0.0, 0.0
+    for key in reader.keys():
+        try:
+            audio = reader[key]
+            if len(audio.wav) < shortest:
+                raise BadAudio(key, audio.source, f"too short: {len(audio.wav)} samples "
+                               f"({1000 * len(audio.wav) / fs:.0f} ms); the frontend needs {shortest}")
+            t0 = time.perf_counter()
+            try:
+                with torch.no_grad():
+                    hyps = s2t(audio.wav)
+            except TooShortUttError as e:  # as stock asr_inference: empty result, go on
+                why = str(e).split(", return empty results")[0]
+                raise BadAudio(key, audio.source, f"too short: {len(audio.wav)} samples "
+                               f"({1000 * len(audio.wav) / fs:.0f} ms); its features {why}") from None
+            spent += time.perf_counter() - t0
+            audio_s += len(audio.wav) / fs
+            lines.append(f"{key} {hyps[0][0] if hyps else ''}".rstrip())
+        except BadAudio as e:
+            logging.error(f"[decode] {tag}{data_dir.name}: {e}")
+            failed[key] = f"{e.source}: {e.reason}"
+            lines.append(key)
+    write_text_atomic(out / TEXT, "".join(f"{line}\n" for line in lines))
+    write_text_atomic(out / FAILED, "".join(f"{k} {v}\n" for k, v in failed.items()))
+    rtf = spent / audio_s if audio_s > 0 else float("nan")
+    write_text_atomic(out / DONE, f"{rtf:.4f}\n")  # last: marks the set done
+    return {"decoded": len(lines) - len(failed), "failed": failed}
+
+
+def _decode_job(args) -> List[Dict]:
     job, nj, requested, opts = args
-    import soundfile
     import torch
 
     torch.set_num_threads(1)
+    from espnet_allinone.data.audio import DataDirAudio
     from espnet_allinone.inference import Speech2Text, select_subnet
 
     s2t = Speech2Text(
@@ -44,29 +137,43 @@ def _decode_job(args) -> None:
     )
     space = s2t.asr_model.encoder.subnet_space
     subnets = space.names if requested == ["all"] else [space.get(s).name for s in requested]
+    results = []
     for subnet in subnets[job::nj]:
         spec = select_subnet(s2t.asr_model, subnet)
         for data_dir in opts["data_dirs"]:
             out = Path(opts["output_dir"]) / spec.name / data_dir.name
-            if (out / "rtf").exists():
+            keys = DataDirAudio(data_dir, 1).keys()
+            if is_done(out, keys):
+                failed = read_failures(out)
+                results.append(dict(subnet=spec.name, set=data_dir.name, skipped=True,
+                                    decoded=len(keys) - len(failed), failed=failed))
                 continue
-            out.mkdir(parents=True, exist_ok=True)
-            lines, audio, spent = [], 0.0, 0.0
-            for key, path in _wav_scp(data_dir):
-                wav, sr = soundfile.read(path, dtype="float32")
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    hyps = s2t(wav)
-                spent += time.perf_counter() - t0
-                audio += len(wav) / sr
-                lines.append(f"{key} {hyps[0][0] if hyps else ''}".rstrip())
-            (out / "text").write_text("\n".join(lines) + "\n")
-            (out / "rtf").write_text(f"{spent / audio:.4f}\n")
-            print(f"[decode] job {job}: {spec} {data_dir.name}: {len(lines)} utterances, "
-                  f"RTF {spent / audio:.3f}", flush=True)
+            r = decode_set(s2t, data_dir, out, tag=f"job {job}: {spec} ")
+            results.append(dict(subnet=spec.name, set=data_dir.name, skipped=False, **r))
+            print(f"[decode] job {job}: {spec} {data_dir.name}: {r['decoded']} decoded, "
+                  f"{len(r['failed'])} failed, RTF {float((out / DONE).read_text()):.3f}", flush=True)
+    return results
+
+
+def summary(results: List[Dict], output_dir: str) -> List[str]:
+    """One line per data set: ``<set>: N decoded, M failed: ids`` (per subnet)."""
+    lines = []
+    for name in dict.fromkeys(r["set"] for r in results):
+        rs = [r for r in results if r["set"] == name]
+        failed = list(dict.fromkeys(k for r in rs for k in r["failed"]))
+        counts = sorted({(r["decoded"], len(r["failed"])) for r in rs})
+        n = "/".join(str(c[0]) for c in counts)
+        line = f"[decode] {name}: {n} decoded, {len(failed)} failed"
+        if failed:
+            line += f": {', '.join(failed)} (reasons in {output_dir}/<subnet>/{name}/{FAILED})"
+        skipped = sum(r["skipped"] for r in rs)
+        lines.append(line + (f"; {skipped} of {len(rs)} subnets decoded before" if skipped else ""))
+    return lines
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from espnet2.utils.types import str2bool
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--asr_train_config", required=True)
     p.add_argument("--asr_model_file", required=True)
@@ -76,11 +183,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--nj", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--fail_on_bad_audio", type=str2bool, default=False,
+                   help="exit with status 1 if any utterance could not be decoded "
+                        "(it is still listed, and the rest decoded)")
     return p
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     decode_conf: Dict = yaml.safe_load(open(args.config)) if args.config else {}
     decode_conf.pop("subnet", None)
     opts = dict(asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file,
@@ -89,11 +200,18 @@ def main(argv=None):
     nj = max(1, args.nj if args.subnets == ["all"] else min(args.nj, len(args.subnets)))
     jobs = [(j, nj, args.subnets, opts) for j in range(nj)]
     if nj == 1:
-        _decode_job(jobs[0])
+        results = _decode_job(jobs[0])
     else:
         with multiprocessing.get_context("spawn").Pool(nj) as pool:
-            pool.map(_decode_job, jobs)
+            results = [r for rs in pool.map(_decode_job, jobs) for r in rs]
+    for line in summary(results, args.output_dir):
+        print(line, flush=True)
+    if args.fail_on_bad_audio and any(r["failed"] for r in results):
+        print("[decode] exit status 1: utterances failed and --fail_on_bad_audio is true",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -93,8 +93,8 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                 "loss has fewer (or no) intermediate-CTC terms"
             )
         bits = sorted({s.bits for s in self.subnet_space})
-        make_elastic(self.embed, bits)
-        make_elastic(self.encoders, bits)
+        make_elastic(self.embed, bits, "embed.")
+        make_elastic(self.encoders, bits, "encoders.")
         self.encoders = ElasticSequential.from_multisequential(self.encoders)
         for block in self.encoders._modules.values():
             for ffn in (block.feed_forward, block.feed_forward_macaron):

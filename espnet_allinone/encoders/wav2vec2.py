@@ -193,10 +193,10 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         )
         encoder = self.wav2vec2.encoder
         bits = sorted({s.bits for s in self.subnet_space})
-        for layer in encoder.layers:
+        for i, layer in enumerate(encoder.layers):
             if ffn_order == "l2" and load_weights:
                 sort_ffn_units(layer.feed_forward)
-            make_elastic(layer, bits)
+            make_elastic(layer, bits, f"wav2vec2.encoder.layers.{i}.")
             ffn = layer.feed_forward
             ffn.intermediate_dense.width_axis, ffn.output_dense.width_axis = "out", "in"
         # HF's encoder loops `for layer in self.layers`: iterating ElasticSequential
