@@ -183,8 +183,9 @@ class ElasticWeight:
                     ready.append(1.0)
             state_dict[ready_key] = torch.tensor(ready)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        for k, v in self.weight_log_step.items():
-            if bool(self.weight_log_step_ready[self._bit_index(k)]):
+        # the steps are loaded after this (by the ParameterDict child): check the incoming ones
+        for k, v in steps.items():
+            if v is not None and bool(self.weight_log_step_ready[self._bit_index(k)]):
                 problem = self._not_finite(prefix.rstrip("."), k, v)
                 if problem:
                     raise ValueError(problem)

@@ -73,10 +73,12 @@ def test_two_process_ddp_trains_allinone(data):
     # ESPnet prefixes its log lines with "[host:RANK/WORLD_SIZE]"
     assert re.search(r":0/2\] .*The training was finished at 1 epochs", proc.stderr)
     ckpt = torch.load(exp / "1epoch.pth", map_location="cpu")
-    steps = {k: v for k, v in ckpt.items() if "weight_log_step" in k}
+    steps = {k: v for k, v in ckpt.items() if ".weight_log_step." in k}
     assert {k.rsplit(".", 1)[-1] for k in steps} == {"4bit", "6bit", "8bit"}
-    # every step size was initialised and trained, none left NaN
+    # every step size was initialised and trained, none left NaN, and marked so
     assert all(torch.isfinite(v).all() for v in steps.values())
+    ready = {k: v for k, v in ckpt.items() if k.endswith(".weight_log_step_ready")}
+    assert ready and all(bool((v == 1).all()) for v in ready.values())
     # validation of the distributed run reports every subnet of the space
     for subnet in ["2-32-8bit", "2-16-6bit", "1-16-4bit"]:
         assert f"acc_{subnet}=" in proc.stderr, subnet
