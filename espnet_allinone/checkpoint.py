@@ -37,7 +37,7 @@ def describe_bad_checkpoint(path: Union[str, Path]) -> Optional[str]:
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Weights only" in str(e):
             return (f"{path}: holds Python objects, not a model's state dict (ESPnet's resume "
-                    "state checkpoint.pth?): give a model file such as valid.acc.ave.pth or "
+                    "state checkpoint.pth?): give a model file such as valid.acc_mean.ave.pth or "
                     "<N>epoch.pth")
         return f"{path}: unreadable PyTorch file ({size} bytes), truncated? {_first_line(e)}"
     except Exception as e:  # torch's zip reader: RuntimeError, EOFError, ...
@@ -46,7 +46,7 @@ def describe_bad_checkpoint(path: Union[str, Path]) -> Optional[str]:
         return f"{path}: holds a {type(obj).__name__}, not a model's state dict"
     if "model" in obj and "optimizers" in obj:
         return (f"{path}: ESPnet's resume state (checkpoint.pth), not a model: give a model "
-                "file such as valid.acc.ave.pth or <N>epoch.pth")
+                "file such as valid.acc_mean.ave.pth or <N>epoch.pth")
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         return f"{path}: not a model's state dict (not every value is a tensor)"
     return None

@@ -98,12 +98,14 @@ def add_dev_wer(exp: Path, rows: List[Dict], data_dir: Path, decode_config: Path
         if not ckpt.exists() or "largest" not in row:
             continue
         out = exp / "dev_wer" / str(row["epoch"])
-        subprocess.run(
+        proc = subprocess.run(
             [sys.executable, "-m", "espnet_allinone.bin.decode_subnets", "--asr_train_config",
              str(exp / "config.yaml"), "--asr_model_file", str(ckpt), "--data_dir", str(data_dir),
              "--subnets", row["largest"], row["smallest"], "--config", str(decode_config),
              "--output_dir", str(out), "--nj", str(nj)],
-            check=True, stderr=subprocess.DEVNULL)
+            capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"decoding {ckpt} failed:\n{proc.stderr[-2000:]}")
         for tag in ("largest", "smallest"):
             hyp = out / row[tag] / data_dir.name / "text"
             row[f"wer_{tag}"] = score_files(data_dir / "text", hyp).wer
