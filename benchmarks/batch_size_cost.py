@@ -91,8 +91,8 @@ def main():
     for b in batches:
         print(f"{b:10d} {statistics.median(times[b]):9.3f} {per_utt[b]:11.4f}")
     ratio = per_utt[args.small] / per_utt[args.large]
-    s, l = (statistics.median(times[b]) for b in (args.small, args.large))
-    fixed = (s * args.large - l * args.small) / (args.large - args.small)
+    t_small, t_large = (statistics.median(times[b]) for b in (args.small, args.large))
+    fixed = (t_small * args.large - t_large * args.small) / (args.large - args.small)
     print(f"cost per utterance at {args.small} / at {args.large}: {ratio:.2f}x (target <= 1.15x); "
           f"fixed cost per step (linear fit): {fixed:.3f}s")
     if args.profile:

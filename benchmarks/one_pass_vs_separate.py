@@ -33,7 +33,8 @@ skipped. Rerunning with a larger ``--max_epoch`` continues every finished system
 last epoch (ESPnet's ``--resume``; times add up; its old decodes are removed), so a longer
 benchmark reuses a shorter one: copy ``exp/``, ``data/``, ``stats/`` and ``conf/`` of the
 shorter run's directory into a new ``--out_dir`` to keep both. ``--scale s`` takes the
-first s of train/dev/test utterances and s of the epochs (at least 1). Outputs go to ``<recipe_dir>/exp/one_pass_vs_separate[_scale<s>]``.
+first s of train/dev/test utterances and s of the epochs (at least 1). Outputs go to
+``<recipe_dir>/exp/one_pass_vs_separate[_scale<s>]``.
 """
 
 import argparse
@@ -110,7 +111,7 @@ def subset(src: Path, dst: Path, num: int) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for name in SUBSET_FILES:
         if (src / name).exists():
-            lines = [l for l in (src / name).read_text().splitlines() if l.split(maxsplit=1)[0] in keep]
+            lines = [ln for ln in (src / name).read_text().splitlines() if ln.split(maxsplit=1)[0] in keep]
             (dst / name).write_text("\n".join(lines) + "\n")
     return dst
 
@@ -189,7 +190,7 @@ class Benchmark:
             raise SystemExit(f"{src}/train or {self.token_list} missing: run "
                              f"`./run.sh --stop_stage 2` in {self.recipe} first")
         for name, minimum in (("train", 16), ("dev", 4), *((t, 4) for t in self.args.test_sets)):
-            n = sum(1 for l in (src / name / "text").read_text().splitlines() if l.strip())
+            n = sum(1 for ln in (src / name / "text").read_text().splitlines() if ln.strip())
             subset(src / name, self.data / name, scaled(n, self.args.scale, minimum))
         (self.out / "conf").mkdir(parents=True, exist_ok=True)
         for label, conf in self.configs.items():
@@ -206,7 +207,7 @@ class Benchmark:
             for split in ("train", "valid"):
                 shape = (self.stats / split / "text_shape").read_text().splitlines()
                 (self.stats / split / f"text_shape.{self.args.token_type}").write_text(
-                    "".join(f"{l},{vocab}\n" for l in shape if l.strip()))
+                    "".join(f"{ln},{vocab}\n" for ln in shape if ln.strip()))
 
     def data_opts(self) -> List[str]:
         return [

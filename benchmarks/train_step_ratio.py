@@ -25,7 +25,6 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
@@ -33,6 +32,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.asr.frontend.default import DefaultFrontend
 from espnet2.asr.specaug.specaug import SpecAug
 from espnet2.layers.utterance_mvn import UtteranceMVN
+from torch.utils.flop_counter import FlopCounterMode
 
 from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
 from espnet_allinone.model import AllInOneASRModel

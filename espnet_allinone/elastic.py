@@ -9,13 +9,12 @@ BatchNorm statistics). A parent sets the active configuration top-down with
 
 import contextlib
 import itertools
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from espnet.nets.pytorch_backend.transformer.repeat import MultiSequential
 
-from espnet_allinone.quant import fake_quantize, init_step
+from espnet_allinone.quant import QuantizedWeight, fake_quantize, init_step, integer_codes
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
 
 WIDTH_AXES = (None, "out", "in")
@@ -165,6 +164,30 @@ class ElasticWeight:
             self._quantized[key] = w
         return w, b
 
+    @torch.no_grad()
+    def integer_weight(self) -> Optional[QuantizedWeight]:
+        """The active weight's integer codes and steps (None at 32 bits):
+        ``integer_weight().dequantize()`` is exactly the weight forward computes with."""
+        if self.active_bits == FULL_PRECISION:
+            return None
+        return integer_codes(self.sliced()[0], self.active_step(), self.active_bits)
+
+    @torch.no_grad()
+    def export(self) -> torch.nn.Module:
+        """The stock layer (Linear/Conv1d/Conv2d) of the active configuration: the
+        sliced, fake-quantized weight forward computes with, and the bias."""
+        weight, bias = (None if t is None else t.detach().clone() for t in self.active_weight())
+        stock_cls = _STOCK_OF[type(self)]
+        kwargs = _ELASTIC_TWINS[stock_cls][1](self)
+        if stock_cls is torch.nn.Linear:
+            kwargs.update(in_features=weight.size(1), out_features=weight.size(0))
+        else:
+            kwargs.update(in_channels=weight.size(1) * self.groups, out_channels=weight.size(0))
+        stock = stock_cls(**kwargs, device="meta")
+        stock.weight = torch.nn.Parameter(weight)
+        stock.bias = None if bias is None else torch.nn.Parameter(bias)
+        return stock.train(self.training)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Loads ``weight_log_step_ready`` with the steps. A checkpoint written before it
         existed marked uninitialised steps with NaN: all-NaN steps load as not initialised,
@@ -254,6 +277,9 @@ _ELASTIC_TWINS = {
 }
 
 
+_STOCK_OF = {elastic: stock for stock, (elastic, _) in _ELASTIC_TWINS.items()}
+
+
 def to_elastic(module: torch.nn.Module, bits: Sequence[int], name: str = "") -> ElasticWeight:
     """An elastic twin of a Linear/Conv1d/Conv2d sharing its Parameter objects."""
     cls, kwargs = _ELASTIC_TWINS[type(module)]
@@ -326,6 +352,10 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             return getattr(self, stat)
         return getattr(self, f"{stat}_{self.active_key}")
 
+    # set by a shared call (_SharedCall) around its forward: record what training updated
+    _recording: bool = False
+    _last_update: Optional[Tuple[str, torch.Tensor]] = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T), normalised with the active subnet's statistics."""
         self._check_input_dim(x)
@@ -335,24 +365,48 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             count.add_(1)
             if momentum is None:
                 momentum = 1.0 / float(count)
+            if self._recording:
+                self._last_update = (self.active_key, x.detach())
         return F.batch_norm(
             x, mean, var, self.weight, self.bias, self.training, momentum or 0.0, self.eps
         )
 
+    @torch.no_grad()
+    def export(self) -> torch.nn.BatchNorm1d:
+        """The stock BatchNorm1d of the active subnet: shared affine parameters, its own
+        running statistics."""
+        bn = torch.nn.BatchNorm1d(self.num_features, self.eps, self.momentum, device=self.weight.device)
+        bn.load_state_dict({"weight": self.weight, "bias": self.bias, **{s: self._stat(s) for s in self._STATS}})
+        return bn.train(self.training)
 
-class ElasticSequential(MultiSequential):
-    """ESPnet's MultiSequential that runs and iterates over only its first ``active_depth``
-    modules (all when None). Every module stays registered and indexable (``len`` and
-    ``[i]`` see them all), so the state dict is stock. Iteration is what ESPnet's
-    encoders loop over, so their forward needs no change."""
+    @torch.no_grad()
+    def repeat_update(self, update: Tuple[str, torch.Tensor]):
+        """Update the running statistics of ``update``'s (width, bits) once more with the
+        batch statistics of its input, as a training forward on that input does."""
+        key, x = update
+        previous, self.active_key = self.active_key, key
+        try:
+            mean, var, count = (self._stat(s) for s in self._STATS)
+            count.data.add_(1)
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(count)
+            dims = [0, *range(2, x.dim())]
+            # through .data, as F.batch_norm updates them: without a version bump (the
+            # step's graph saved these buffers; training-mode backward does not use them)
+            mean.data.mul_(1 - momentum).add_(x.mean(dims), alpha=momentum)
+            var.data.mul_(1 - momentum).add_(x.var(dims, unbiased=True), alpha=momentum)
+        finally:
+            self.active_key = previous
+
+
+class ElasticDepth:
+    """Mixin for a container of blocks (``torch.nn.Sequential``, ``ModuleList``, ESPnet's
+    ``MultiSequential``) that runs and iterates over only its first ``active_depth``
+    blocks (all when None). Every block stays registered and indexable (``len`` and
+    ``[i]`` see them all), so the state dict is stock. Iteration is what encoders loop
+    over (ESPnet's ``for layer in self.encoders``, HF's ``for layer in self.layers``),
+    so their forward needs no change."""
 
     active_depth: Optional[int] = None
-
-    @classmethod
-    def from_multisequential(cls, seq: MultiSequential) -> "ElasticSequential":
-        new = cls(*seq._modules.values(), layer_drop_rate=seq.layer_drop_rate)
-        new.train(seq.training)
-        return new
 
     @property
     def num_layers(self) -> int:
@@ -367,3 +421,133 @@ class ElasticSequential(MultiSequential):
         depth = self.num_layers if self.active_depth is None else self.active_depth
         return itertools.islice(iter(self._modules.values()), depth)
 
+
+class ElasticModuleList(ElasticDepth, torch.nn.ModuleList):
+    """A ModuleList of blocks whose first ``active_depth`` run (:class:`ElasticDepth`)."""
+
+
+# ----------------------------------------------------------------- shared calls in a step
+class SharedCalls:
+    """The memo of one training step's module calls (:func:`share_calls`).
+
+    ``memo`` is a dict while a step shares computation (opened by the encoder's
+    ``sharing_prefixes``), None otherwise (every call computes).
+    """
+
+    def __init__(self):
+        self.memo: Optional[Dict] = None
+
+    @contextlib.contextmanager
+    def open(self):
+        previous, self.memo = self.memo, {}
+        try:
+            yield self.memo
+        finally:
+            self.memo = previous
+
+
+def _identity(obj):
+    """Hashable identity of a call argument: float tensors by storage, shape, strides,
+    version and whether they require grad (the very same data, unmodified; a view with
+    the same layout passes its gradient to the same storage); integer and bool tensors
+    (masks, lengths: recomputed by every forward) by value; containers element-wise."""
+    if isinstance(obj, torch.Tensor):
+        if not (obj.is_floating_point() or obj.is_complex()):
+            return ("value", obj.dtype, tuple(obj.shape), obj.device, obj.detach().cpu().numpy().tobytes())
+        return ("tensor", obj.data_ptr(), tuple(obj.shape), obj.stride(), obj._version, obj.dtype,
+                obj.device, obj.requires_grad)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__, *(_identity(o) for o in obj))
+    if isinstance(obj, dict):
+        return ("dict", *((k, _identity(v)) for k, v in sorted(obj.items())))
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return ("object", id(obj))
+
+
+def _tensors(obj) -> List[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    return []
+
+
+def active_configuration(module: torch.nn.Module) -> Tuple:
+    """What the elastic layers below ``module`` are set to compute: (width, bits) of each
+    :class:`ElasticWeight`, the statistics of each :class:`SubnetBatchNorm1d`."""
+    config = []
+    for m in module.modules():
+        if isinstance(m, ElasticWeight):
+            config.append((m.active_width, m.active_bits))
+        elif isinstance(m, SubnetBatchNorm1d):
+            config.append(m.active_key)
+    return tuple(config)
+
+
+class _SharedCall:
+    """Mixin (see :func:`share_calls`): a call whose inputs are the very tensors of an
+    earlier call in the step, with the same active configuration and mode, returns that
+    call's output. BatchNorm running statistics inside are updated again on such a reuse
+    (with the batch statistics of the computed call), so they are updated as often as
+    without sharing."""
+
+    _shared_calls: SharedCalls
+
+    def forward(self, *args, **kwargs):
+        memo = self._shared_calls.memo
+        if memo is None:
+            return super().forward(*args, **kwargs)
+        key = (id(self), active_configuration(self), self.training, torch.is_grad_enabled(),
+               _identity(args), _identity(kwargs))
+        hit = memo.get(key)
+        if hit is not None:
+            out, versions, updates, _ = hit
+            if [t._version for t in _tensors(out)] == versions:  # not modified in place since
+                for bn, update in updates:
+                    bn.repeat_update(update)
+                return out
+        norms = [m for m in self.modules() if isinstance(m, SubnetBatchNorm1d)]
+        for bn in norms:
+            bn._recording, bn._last_update = True, None
+        try:
+            out = super().forward(*args, **kwargs)
+        finally:
+            for bn in norms:
+                bn._recording = False
+        updates = [(bn, bn._last_update) for bn in norms if bn._last_update is not None]
+        for bn in norms:
+            bn._last_update = None
+        # the inputs are held so that their memory (and data_ptr) is not reused in the step
+        memo[key] = (out, [t._version for t in _tensors(out)], updates, (args, kwargs))
+        return out
+
+    def __reduce_ex__(self, protocol):
+        base = type(self).__mro__[2]
+        return _new_shared_call_module, (base,), self.__getstate__()
+
+
+_SHARED_CALL_CLASSES: Dict[type, type] = {}
+
+
+def _shared_call_class(base: type) -> type:
+    if base not in _SHARED_CALL_CLASSES:
+        _SHARED_CALL_CLASSES[base] = type(base.__name__, (_SharedCall, base), {"__module__": base.__module__})
+    return _SHARED_CALL_CLASSES[base]
+
+
+def _new_shared_call_module(base: type):
+    return object.__new__(_shared_call_class(base))
+
+
+def share_calls(module: torch.nn.Module, calls: SharedCalls) -> torch.nn.Module:
+    """Make ``module`` reuse, while ``calls`` is open, the output of an earlier call on the
+    very same inputs with the same elastic configuration (in place: the module keeps its
+    class as a base, its parameters and its state-dict keys). Within a step, subnets that
+    agree on a prefix (equal bits: the subsampling; equal width and bits: the first
+    blocks) then compute it once; dropout masks of the shared part are drawn once.
+    """
+    if not isinstance(module, _SharedCall):
+        module.__class__ = _shared_call_class(type(module))
+    module._shared_calls = calls
+    return module

@@ -19,9 +19,9 @@ Three artifacts (``python -m espnet_allinone.bin.export`` writes all of them):
 import argparse
 import copy
 import inspect
-import math
-import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,43 +31,26 @@ import torch
 import yaml
 
 from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
+from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.fileio import atomic_dir, atomic_path
-from espnet_allinone.quant import integer_codes, pack_codes, unpack_codes
+from espnet_allinone.quant import PACKED_FORMAT, QuantizedWeight, pack_state, unpack_state
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
 
-PACKED_FORMAT = "espnet_allinone.packed_encoder/1"
 # Config entries naming files the model needs at construction or decoding time.
 FILE_ENTRIES = (("normalize_conf", "stats_file"), ("bpemodel",))
-
-
-@dataclass
-class QuantizedWeight:
-    """One weight of an exported subnet on its integer grid: ``codes * step``.
-
-    codes: (out, ...) int8 in ``-Q..Q``; step: (out,) float32; bits: 2..8.
-    """
-
-    codes: torch.Tensor
-    step: torch.Tensor
-    bits: int
-
-    def dequantize(self) -> torch.Tensor:
-        shape = (-1,) + (1,) * (self.codes.dim() - 1)
-        return self.codes.float() * self.step.reshape(shape)
 
 
 def load_allinone(config_file: Union[str, Path], model_file: Union[str, Path]):
     """Build the all-in-one ESPnet model of a training ``config.yaml`` and checkpoint."""
     from espnet2.tasks.asr import ASRTask
 
-    from espnet_allinone.register import register_asr_task
-
     from espnet_allinone.checkpoint import loading_model_file
+    from espnet_allinone.register import register_asr_task
 
     register_asr_task()
     with loading_model_file(model_file):
         model, _ = ASRTask.build_model_from_file(config_file, model_file, "cpu")
-    if not hasattr(model.encoder, "subnet_space"):
+    if not is_allinone_encoder(model.encoder):
         name = type(model.encoder).__name__
         raise ValueError(f"{config_file}: the encoder {name} is not an all-in-one encoder")
     return model.eval()
@@ -142,22 +125,15 @@ def subnet_weights(
     quantized: Dict[str, QuantizedWeight] = {}
     with encoder.using_subnet(spec):
         for name, m in encoder.named_modules(prefix=prefix):
-            if id(m) not in used:
+            if id(m) not in used or not isinstance(m, (ElasticWeight, SubnetBatchNorm1d)):
                 continue
-            if isinstance(m, ElasticWeight):
-                weight, bias = m.active_weight()
-                own[f"{name}.weight"] = weight.detach().clone()
-                if bias is not None:
-                    own[f"{name}.bias"] = bias.detach().clone()
-                if m.active_bits != FULL_PRECISION:
-                    codes, step = integer_codes(m.sliced()[0], m.active_step(), m.active_bits)
-                    q = QuantizedWeight(codes, step.reshape(-1).float(), m.active_bits)
-                    if not torch.equal(q.dequantize(), own[f"{name}.weight"]):
-                        raise RuntimeError(f"{name}: integer codes do not rebuild the weight")
-                    quantized[f"{name}.weight"] = q
-            elif isinstance(m, SubnetBatchNorm1d):
-                for stat in m._STATS:
-                    own[f"{name}.{stat}"] = m._stat(stat).detach().clone()
+            for key, value in m.export().state_dict().items():  # the layer's stock twin
+                own[f"{name}.{key}"] = value
+            q = m.integer_weight() if isinstance(m, ElasticWeight) else None
+            if q is not None:
+                if not torch.equal(q.dequantize(), own[f"{name}.weight"]):
+                    raise RuntimeError(f"{name}: integer codes do not rebuild the weight")
+                quantized[f"{name}.weight"] = q
     stock = build_stock_model(stock_config(train_config, model, spec))
     state, full = {}, model.state_dict()
     for key, ref in stock.state_dict().items():
@@ -239,47 +215,13 @@ def export_packed(
     state, quantized = subnet_weights(model, train_config, spec)
     config = stock_config(train_config, model, spec)
 
-    index, codes, floats = [], [], []
-    n_codes = n_floats = 0
-
-    def add_floats(t: torch.Tensor) -> int:
-        nonlocal n_floats
-        if t.dtype != torch.float32:
-            raise ValueError(f"only float32 models can be packed, got {t.dtype}")
-        floats.append(t.reshape(-1))
-        n_floats += t.numel()
-        return n_floats - t.numel()
-
-    rest = {}
-    for key, value in state.items():
-        if not key.startswith("encoder."):
-            rest[key] = value
-        elif key in quantized:
-            q = quantized[key]
-            packed = pack_codes(q.codes, q.bits)
-            index.append(dict(key=key, kind="codes", shape=list(q.codes.shape), bits=q.bits,
-                              offset=n_codes, step_offset=add_floats(q.step)))
-            codes.append(packed)
-            n_codes += packed.numel()
-        elif value.is_floating_point():
-            offset = add_floats(value)
-            index.append(dict(key=key, kind="float", shape=list(value.shape), offset=offset))
-        else:  # e.g. BatchNorm's num_batches_tracked: a few integers
-            values = value.reshape(-1).tolist()
-            index.append(dict(key=key, kind="int", shape=list(value.shape), value=values))
+    encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    rest = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+    blob = dict(pack_state(encoder, quantized), subnet=spec.name)
     with atomic_dir(out_dir) as tmp:  # all files or none
         _copy_files(config, tmp, lambda p: _absolute(out_dir / p.name))
         _write_yaml(config, tmp / "config.yaml")
-        torch.save(
-            dict(
-                format=PACKED_FORMAT,
-                subnet=spec.name,
-                index=index,
-                codes=torch.cat(codes) if codes else torch.zeros(0, dtype=torch.uint8),
-                floats=torch.cat(floats) if floats else torch.zeros(0),
-            ),
-            tmp / "encoder.packed",
-        )
+        torch.save(blob, tmp / "encoder.packed")
         torch.save(rest, tmp / "rest.pth")
     return out_dir
 
@@ -327,20 +269,8 @@ def load_packed(
         raise ValueError(f"{packed_dir}/encoder.packed: not a {PACKED_FORMAT} file")
     config = yaml.safe_load((packed_dir / "config.yaml").read_text())
     state = dict(torch.load(packed_dir / "rest.pth", map_location="cpu", weights_only=True))
-    codes_buf, floats = blob["codes"], blob["floats"]
-    quantized = {}
-    for t in blob["index"]:
-        shape, numel = t["shape"], math.prod(t["shape"])
-        if t["kind"] == "codes":
-            nbytes = math.ceil(numel * t["bits"] / 8)
-            codes = unpack_codes(codes_buf[t["offset"]: t["offset"] + nbytes], t["bits"], shape)
-            step = floats[t["step_offset"]: t["step_offset"] + shape[0]].clone()
-            quantized[t["key"]] = q = QuantizedWeight(codes, step, t["bits"])
-            state[t["key"]] = q.dequantize()
-        elif t["kind"] == "float":
-            state[t["key"]] = floats[t["offset"]: t["offset"] + numel].reshape(shape).clone()
-        else:
-            state[t["key"]] = torch.tensor(t["value"], dtype=torch.long).reshape(shape)
+    encoder, quantized = unpack_state(blob)
+    state.update(encoder)
     return config, state, quantized
 
 
@@ -362,31 +292,25 @@ def pack_allinone(
 ) -> Path:
     """ESPnet model-zoo zip of the all-in-one model (all subnets in one file).
 
-    Made with ``espnet2.main_funcs.pack_funcs.pack`` (what ``espnet2.bin.pack asr``
-    runs), including the files the config refers to, so
+    Made by ``python -m espnet2.bin.pack asr`` (what asr.sh's packing stage runs) in a
+    staging directory, including the files the config refers to, so
     ``Speech2Text.from_pretrained(zip, subnet=...)`` decodes any subnet.
     """
-    from espnet2.main_funcs.pack_funcs import pack
-
     out_zip = Path(out_zip).resolve()
     config = yaml.safe_load(Path(config_file).read_text())
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp) / "exp"
         stage.mkdir()
-        # paths inside the zip are relative to the staging root; unpacking rewrites them
+        # pack stores paths relative to its working directory: the staging root
         options = [f"exp/{p.name}" for p in _copy_files(config, stage, lambda p: f"exp/{p.name}")]
         _write_yaml(config, stage / "config.yaml")
         shutil.copyfile(model_file, stage / "model.pth")
-        cwd = os.getcwd()
-        os.chdir(tmp)  # pack() stores paths as given: relative to the staging root
-        try:
-            with atomic_path(out_zip) as tmp_zip:
-                pack(
-                    files={"asr_model_file": "exp/model.pth"},
-                    yaml_files={"asr_train_config": "exp/config.yaml"},
-                    outpath=tmp_zip,
-                    option=options,
-                )
-        finally:
-            os.chdir(cwd)
+        with atomic_path(out_zip) as tmp_zip:
+            cmd = [sys.executable, "-m", "espnet2.bin.pack", "asr", "--outpath", str(tmp_zip),
+                   "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/model.pth"]
+            for option in options:
+                cmd += ["--option", option]
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"espnet2.bin.pack failed: {proc.stderr[-2000:]}")
     return out_zip

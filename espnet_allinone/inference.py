@@ -1,13 +1,144 @@
-"""Python API for decoding a chosen subnet: ``Speech2Text(..., subnet="8-1024-4bit")``.
+"""Decoding a chosen subnet with ESPnet's ``Speech2Text``: ``subnet`` and ``ctc_greedy``.
 
-This is ESPnet's ``Speech2Text`` with one extra keyword; it is the same class that
-``espnet2.bin.asr_inference`` uses once the plugin is installed.
+    from espnet_allinone.inference import Speech2Text
+    s2t = Speech2Text(asr_train_config=..., asr_model_file=..., subnet="4-288-4bit")
+    text, tokens, token_ids, hyp = s2t(speech)[0]
+
+:class:`Speech2Text` is ESPnet's with two more keywords; :func:`inference` and
+:func:`get_parser` are ESPnet's with ``--subnet`` and ``--ctc_greedy``. :func:`install`
+puts the three into ``espnet2.bin.asr_inference`` once (the plugin's import hook calls it
+when that module is imported), so ``python -m espnet2.bin.asr_inference --subnet ...``,
+as asr.sh starts it, and ``subnet:`` in a decode config select the subnet.
+
+Stock ``inference()`` builds ``Speech2Text`` from a fixed list of arguments; the two
+options reach it through a context variable set for the duration of one
+:func:`inference` call (re-entrant, per thread), not through module globals.
 """
 
-from espnet_allinone.register import patch_asr_inference, select_subnet
+import argparse
+import contextvars
+import logging
+from itertools import groupby
+from types import ModuleType
+from typing import Dict, Iterable, List, Optional, Union
 
-patch_asr_inference()
+import espnet2.bin.asr_inference as _stock
+import torch
+from espnet.nets.beam_search import Hypothesis
+from espnet2.utils.types import str2bool
 
-from espnet2.bin.asr_inference import Speech2Text  # noqa: E402  (patched above)
+from espnet_allinone.checkpoint import loading_model_file
+from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
+from espnet_allinone.subnet import SubnetSpec
 
-__all__ = ["Speech2Text", "select_subnet"]
+# ESPnet's own, captured before install() replaces the module's names
+_STOCK = {name: getattr(_stock, name) for name in ("Speech2Text", "inference", "get_parser")}
+_CALL_OPTIONS: contextvars.ContextVar[Dict] = contextvars.ContextVar("allinone_decode", default={})
+
+
+def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec]) -> Optional[SubnetSpec]:
+    """Choose the subnet an ASR model's encoder computes (None = its largest).
+
+    A model without an all-in-one encoder accepts only ``subnet=None``.
+    """
+    encoder = getattr(asr_model, "encoder", None)
+    if not is_allinone_encoder(encoder):
+        if subnet is not None:
+            raise ValueError(
+                f"subnet={subnet!r} given, but the model's encoder "
+                f"({type(encoder).__name__}) is not an all-in-one encoder"
+            )
+        return None
+    spec = encoder.set_subnet(subnet)
+    logging.info(f"decoding with subnet {spec}")
+    return spec
+
+
+def ctc_greedy_tokens(ctc, enc: torch.Tensor, blank_id: int = 0, exclude: Iterable[int] = ()) -> List[int]:
+    """Greedy CTC: frame-wise argmax, repeats merged, blanks (and ``exclude``) dropped.
+
+    Args:
+        ctc: ESPnet ``CTC`` module.
+        enc: (T, D) encoder output of one utterance.
+        exclude: further ids never emitted, e.g. ``<sos/eos>`` (as ESPnet's intermediate
+            CTC decoding drops them).
+    Returns:
+        token ids.
+    """
+    drop = {blank_id, *exclude}
+    best = ctc.argmax(enc.unsqueeze(0))[0].tolist()
+    return [t for t, _ in groupby(best) if t not in drop]
+
+
+class Speech2Text(_STOCK["Speech2Text"]):
+    __doc__ = (_STOCK["Speech2Text"].__doc__ or "") + (
+        "\n    subnet: all-in-one subnet to decode with, e.g. '8-1024-4bit' "
+        "(default: the largest).\n"
+        "    ctc_greedy: decode with greedy CTC instead of the beam search: the usual\n"
+        "        decoding of CTC-only (wav2vec2) systems, and much faster than ESPnet's\n"
+        "        CTC prefix scoring, which loops over frames per token.\n"
+    )
+
+    def __init__(self, *args, subnet: Optional[str] = None, ctc_greedy: Optional[bool] = None, **kwargs):
+        call = _CALL_OPTIONS.get()
+        model_file = kwargs.get("asr_model_file", args[1] if len(args) > 1 else None)
+        with loading_model_file(model_file):
+            super().__init__(*args, **kwargs)
+        self.subnet = select_subnet(self.asr_model, subnet or call.get("subnet"))
+        self.ctc_greedy = bool(call.get("ctc_greedy", False) if ctc_greedy is None else ctc_greedy)
+        if self.ctc_greedy and getattr(self.asr_model, "ctc", None) is None:
+            raise ValueError("ctc_greedy=True needs a model with a CTC layer")
+
+    def _decode_single_sample(self, enc: torch.Tensor):
+        """ESPnet's per-utterance search on (T, D) ``enc``, or greedy CTC."""
+        if not self.ctc_greedy:
+            return super()._decode_single_sample(enc)
+        sos, eos = self.asr_model.sos, self.asr_model.eos
+        token_int = ctc_greedy_tokens(self.asr_model.ctc, enc, self.asr_model.blank_id, (sos, eos))
+        token = self.converter.ids2tokens(token_int)
+        text = self.tokenizer.tokens2text(token) if self.tokenizer is not None else None
+        # as ESPnet's beam search logs it: asr.sh's calculate_rtf.py counts these lines
+        logging.info("best hypo: " + "".join(token))
+        hyp = Hypothesis(yseq=torch.tensor([sos, *token_int, eos]), score=0.0)
+        return [(text, token, token_int, hyp)]
+
+
+def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False, **kwargs):
+    """ESPnet's ``asr_inference.inference`` decoding with ``subnet`` (and greedy CTC)."""
+    token = _CALL_OPTIONS.set({"subnet": subnet, "ctc_greedy": ctc_greedy})
+    try:
+        return _STOCK["inference"](*args, **kwargs)
+    finally:
+        _CALL_OPTIONS.reset(token)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """ESPnet's ``asr_inference`` parser with ``--subnet`` and ``--ctc_greedy``."""
+    parser = _STOCK["get_parser"]()
+    group = parser.add_argument_group("All-in-one model related")
+    group.add_argument(
+        "--subnet",
+        type=str,
+        default=None,
+        help="Subnet DEPTH-WIDTH-BITSbit of an all-in-one model to decode with, "
+        "e.g. 8-1024-4bit (default: the largest)",
+    )
+    group.add_argument(
+        "--ctc_greedy",
+        type=str2bool,
+        default=False,
+        help="Decode with greedy CTC (frame-wise argmax) instead of the beam search",
+    )
+    return parser
+
+
+def install(module: ModuleType = _stock) -> None:
+    """Make ``module`` (``espnet2.bin.asr_inference``) use this module's three names.
+
+    Its ``main()`` then parses and passes the two options, and its ``inference()``
+    builds this :class:`Speech2Text`. Idempotent.
+    """
+    module.Speech2Text, module.inference, module.get_parser = Speech2Text, inference, get_parser
+
+
+install()

@@ -25,7 +25,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from espnet_allinone.export import QuantizedWeight
+from espnet_allinone.quant import QuantizedWeight
 
 
 def _quantize_rows(x: torch.Tensor):

@@ -7,8 +7,9 @@ Training criterion (paper Eq. 2-4)::
 where ``L_*`` is ESPnet's own hybrid CTC/attention loss of a subnet, ``M`` the sampled
 smaller subnets, and the KL term is taken on both the CTC and the decoder posteriors,
 interpolated with ``ctc_weight`` like the losses. Frontend, SpecAugment and
-normalisation run once per batch; only encoder, CTC and the shared (uncompressed)
-decoder run once per subnet.
+normalisation run once per batch (:meth:`AllInOneASRModel.encoder_input`); encoder,
+CTC and the shared (uncompressed) decoder once per subnet, the losses computed by
+ESPnet's own ``_calc_ctc_loss`` / ``_calc_att_loss``.
 """
 
 import contextlib
@@ -17,11 +18,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet2.asr import espnet_model
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
+from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
@@ -137,13 +140,15 @@ class AllInOneASRModel(ESPnetASRModel):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        if not hasattr(self.encoder, "subnet_space"):
+        if not is_allinone_encoder(self.encoder):
             raise ValueError(
                 f"model 'allinone' needs an all-in-one encoder (e.g. "
                 f"'allinone_conformer'), got {type(self.encoder).__name__}"
             )
         if self.use_transducer_decoder or self.use_linear_decoder:
             raise NotImplementedError("allinone supports CTC/attention models only")
+        if getattr(self, "aux_ctc", None):
+            raise NotImplementedError("allinone does not support aux_ctc")
         if subnet_sampling not in ("sandwich", "all"):
             raise ValueError(f"subnet_sampling must be sandwich|all: {subnet_sampling}")
         if num_random_subnets < 0:
@@ -194,28 +199,42 @@ class AllInOneASRModel(ESPnetASRModel):
         dist.broadcast(index, src=0)
         return [members[i] for i in index.tolist()]
 
-    @contextlib.contextmanager
-    def _without(self, *names: str):
-        """Temporarily remove submodules so that ESPnet's own ``encode``/``forward``
-        skip them (they treat a None module as absent)."""
-        saved = {n: getattr(self, n) for n in names}
-        try:
-            for n in names:
-                setattr(self, n, None)
-            yield
-        finally:
-            for n, m in saved.items():
-                setattr(self, n, m)
-
     def encoder_input(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Frontend + SpecAugment (training) + normalisation + preencoder, once.
+        """The part of ESPnet's ``encode`` before the encoder, once per batch: frontend,
+        SpecAugment (training), normalisation, preencoder.
 
         (B, L, ...) -> feats (B, T, D), lengths (B,)
         """
-        with self._without("encoder", "postencoder"):
-            return ESPnetASRModel.encode(self, speech, speech_lengths)
+        with espnet_model.autocast(self.autocast_frontend, dtype=espnet_model.autocast_type):
+            feats, feats_lengths = self._extract_feats(speech, speech_lengths)
+            if self.specaug is not None and self.training:
+                feats, feats_lengths = self.specaug(feats, feats_lengths)
+            if self.normalize is not None:
+                feats, feats_lengths = self.normalize(feats, feats_lengths)
+        if self.preencoder is not None:
+            feats, feats_lengths = self.preencoder(feats, feats_lengths)
+        return feats, feats_lengths
+
+    def encode_subnet(
+        self, feats: torch.Tensor, feats_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, List]:
+        """The active subnet's encoder (+ postencoder) on :meth:`encoder_input`'s output,
+        as ESPnet's ``encode`` calls them.
+
+        Returns (B, T', D') output, (B,) lengths, [(layer, (B, T', D'))] intermediate outputs.
+        """
+        if getattr(self.encoder, "interctc_use_conditioning", False) or getattr(self.encoder, "ctc_trim", False):
+            out, lens, _ = self.encoder(feats, feats_lengths, ctc=self.ctc)
+        else:
+            out, lens, _ = self.encoder(feats, feats_lengths)
+        intermediate = []
+        if isinstance(out, tuple):
+            out, intermediate = out
+        if self.postencoder is not None:
+            out, lens = self.postencoder(out, lens)
+        return out, lens, intermediate
 
     def forward(
         self,
@@ -259,20 +278,44 @@ class AllInOneASRModel(ESPnetASRModel):
         return force_gatherable((total, stats, batch_size), total.device)
 
     def _subnet_forward(self, feats, feats_lengths, text, text_lengths, **kwargs):
-        """ESPnet's own forward for the active subnet, on precomputed features.
+        """ESPnet's loss of the active subnet on precomputed features: its CTC loss
+        (intermediate CTC included) and attention loss (ESPnet's ``_calc_ctc_loss`` and
+        ``_calc_att_loss``) interpolated with ``ctc_weight``, and ESPnet's stats.
 
-        Returns the loss, ESPnet's stats, and the outputs the KL needs: encoder
-        output lengths (B,), CTC logits (B, T, V) and decoder logits (B, L, V).
+        Returns the loss, the stats, and the outputs the KL needs: encoder output
+        lengths (B,), CTC logits (B, T, V) and decoder logits (B, L, V).
         """
-        with self._without("frontend", "specaug", "normalize", "preencoder"), \
-                _outputs_of(self.encoder) as enc, \
-                _ctc_logits_of(self.ctc) as ctc, \
-                _outputs_of(self.decoder) as dec:
-            # text_lengths is cloned: ESPnet increments it in place for prompt tokens.
-            loss, stats, _ = ESPnetASRModel.forward(
-                self, feats, feats_lengths, text, text_lengths.clone(), **kwargs
-            )
-        outs = {"lens": enc[0][1]}
+        text = text.masked_fill(text == -1, self.ignore_id)[:, : text_lengths.max()]
+        with _ctc_logits_of(self.ctc) as ctc, _outputs_of(self.decoder) as dec:
+            enc, enc_lens, intermediate = self.encode_subnet(feats, feats_lengths)
+            stats: Dict[str, Optional[torch.Tensor]] = {}
+            loss_ctc = loss_att = None
+            if self.ctc_weight != 0.0:
+                loss_ctc, stats["cer_ctc"] = self._calc_ctc_loss(enc, enc_lens, text, text_lengths)
+                stats["loss_ctc"] = loss_ctc.detach()
+                if self.interctc_weight != 0.0 and intermediate:
+                    loss_inter = 0.0
+                    for layer, out in intermediate:
+                        loss_ic, cer_ic = self._calc_ctc_loss(out, enc_lens, text, text_lengths)
+                        loss_inter = loss_inter + loss_ic
+                        stats[f"loss_interctc_layer{layer}"] = loss_ic.detach()
+                        stats[f"cer_interctc_layer{layer}"] = cer_ic
+                    loss_inter = loss_inter / len(intermediate)
+                    loss_ctc = (1 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_inter
+            if self.ctc_weight != 1.0:
+                # text_lengths is cloned: ESPnet increments it in place for a language token
+                loss_att, stats["acc"], stats["cer"], stats["wer"] = self._calc_att_loss(
+                    enc, enc_lens, text, text_lengths.clone()
+                )
+                stats["loss_att"] = loss_att.detach()
+        if loss_att is None:
+            loss = loss_ctc
+        elif loss_ctc is None:
+            loss = loss_att
+        else:
+            loss = self.ctc_weight * loss_ctc + (1 - self.ctc_weight) * loss_att
+        stats["loss"] = loss.detach()
+        outs = {"lens": enc_lens}
         if ctc:
             outs["ctc"] = ctc[0]  # the first CTC loss is the final encoder output's
         if dec:

@@ -1,5 +1,5 @@
-"""Symmetric weight quantization: LSQ fake-quant for training; integer codes and their
-packing for export.
+"""Symmetric weight quantization: LSQ fake-quant for training; integer codes, their
+packing, and the packed state-dict codec for export.
 
 A weight ``w`` quantized to ``b`` bits with per-output-channel step ``s`` is
 ``clamp(round(w / s), -Q, Q) * s`` with ``Q = 2**(b-1) - 1`` (a symmetric grid of
@@ -9,7 +9,8 @@ learns ``s`` as in LSQ (Esser et al., 2020), whose gradient is scaled by
 """
 
 import math
-from typing import Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -84,14 +85,33 @@ def fake_quantize(weight: torch.Tensor, step: torch.Tensor, bits: int) -> torch.
     return _LSQFakeQuantize.apply(weight, step, q, 1.0 / math.sqrt(weight[0].numel() * q))
 
 
+@dataclass
+class QuantizedWeight:
+    """A weight on its integer grid: ``codes * step``.
+
+    codes: (out, ...) int8 in ``-Q..Q``; step: (out,) float32; bits: 2..8.
+    """
+
+    codes: torch.Tensor
+    step: torch.Tensor
+    bits: int
+
+    def dequantize(self) -> torch.Tensor:
+        """(out, ...) float32: exactly :func:`fake_quantize`'s output for these codes."""
+        shape = (-1,) + (1,) * (self.codes.dim() - 1)
+        return self.codes.float() * self.step.reshape(shape)
+
+
 @torch.no_grad()
-def integer_codes(
-    weight: torch.Tensor, step: torch.Tensor, bits: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Integer codes (int8) and float steps that rebuild ``fake_quantize``'s output."""
+def integer_codes(weight: torch.Tensor, step: torch.Tensor, bits: int) -> QuantizedWeight:
+    """The integer codes (int8) and float steps that rebuild ``fake_quantize``'s output.
+
+    Args:
+        weight: (out, ...) float weight; step: (out, 1, ...) positive steps; bits: 2..8.
+    """
     q = qmax(bits)
     codes = torch.clamp((weight / step).round(), -q, q).to(torch.int8)
-    return codes, step.detach().clone()
+    return QuantizedWeight(codes, step.detach().reshape(-1).float().clone(), bits)
 
 
 def _check_codes(codes: torch.Tensor, bits: int) -> int:
@@ -145,3 +165,73 @@ def unpack_codes(packed: torch.Tensor, bits: int, shape: Sequence[int]) -> torch
         bitstream = bitstream.reshape(-1)[: numel * bits].reshape(numel, bits)
         fields = (bitstream.to(torch.int16) << torch.arange(bits, dtype=torch.int16)).sum(1)
     return (fields - q).to(torch.int8).reshape(tuple(shape))
+
+
+PACKED_FORMAT = "espnet_allinone.packed_encoder/1"
+
+
+def pack_state(state: Dict[str, torch.Tensor], quantized: Dict[str, QuantizedWeight]) -> Dict:
+    """A state dict with its quantized weights stored low-bit (inverse: :func:`unpack_state`).
+
+    Args:
+        state: float32 tensors (and integer ones, e.g. ``num_batches_tracked``).
+        quantized: for some keys of ``state``, the codes that rebuild that tensor.
+    Returns:
+        ``{format, index, codes, floats}``: every quantized tensor's codes packed at its
+        bits (:func:`pack_codes`) in one uint8 buffer, every float32 tensor (steps
+        included) in one float buffer, integer tensors as lists in ``index``.
+    """
+    index: List[Dict] = []
+    codes: List[torch.Tensor] = []
+    floats: List[torch.Tensor] = []
+    n_codes = n_floats = 0
+
+    def add_floats(t: torch.Tensor) -> int:
+        nonlocal n_floats
+        if t.dtype != torch.float32:
+            raise ValueError(f"only float32 tensors can be packed, got {t.dtype}")
+        floats.append(t.reshape(-1))
+        n_floats += t.numel()
+        return n_floats - t.numel()
+
+    for key, value in state.items():
+        if key in quantized:
+            q = quantized[key]
+            packed = pack_codes(q.codes, q.bits)
+            index.append(dict(key=key, kind="codes", shape=list(q.codes.shape), bits=q.bits,
+                              offset=n_codes, step_offset=add_floats(q.step)))
+            codes.append(packed)
+            n_codes += packed.numel()
+        elif value.is_floating_point():
+            index.append(dict(key=key, kind="float", shape=list(value.shape), offset=add_floats(value)))
+        else:  # e.g. BatchNorm's num_batches_tracked: a few integers
+            index.append(dict(key=key, kind="int", shape=list(value.shape), value=value.reshape(-1).tolist()))
+    return dict(
+        format=PACKED_FORMAT,
+        index=index,
+        codes=torch.cat(codes) if codes else torch.zeros(0, dtype=torch.uint8),
+        floats=torch.cat(floats) if floats else torch.zeros(0),
+    )
+
+
+def unpack_state(blob: Dict) -> Tuple[Dict[str, torch.Tensor], Dict[str, QuantizedWeight]]:
+    """Inverse of :func:`pack_state`: the state dict (quantized weights rebuilt as
+    ``codes * step``, bit-exactly) and the codes of every quantized weight."""
+    if blob.get("format") != PACKED_FORMAT:
+        raise ValueError(f"not a {PACKED_FORMAT} state (format {blob.get('format')!r})")
+    codes_buf, floats = blob["codes"], blob["floats"]
+    state: Dict[str, torch.Tensor] = {}
+    quantized: Dict[str, QuantizedWeight] = {}
+    for t in blob["index"]:
+        shape, numel = t["shape"], math.prod(t["shape"])
+        if t["kind"] == "codes":
+            nbytes = math.ceil(numel * t["bits"] / 8)
+            codes = unpack_codes(codes_buf[t["offset"]: t["offset"] + nbytes], t["bits"], shape)
+            step = floats[t["step_offset"]: t["step_offset"] + shape[0]].clone()
+            quantized[t["key"]] = q = QuantizedWeight(codes, step, t["bits"])
+            state[t["key"]] = q.dequantize()
+        elif t["kind"] == "float":
+            state[t["key"]] = floats[t["offset"]: t["offset"] + numel].reshape(shape).clone()
+        else:
+            state[t["key"]] = torch.tensor(t["value"], dtype=torch.long).reshape(shape)
+    return state, quantized

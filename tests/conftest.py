@@ -6,7 +6,6 @@ import pytest
 import soundfile
 import torch
 import yaml
-
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 

@@ -47,7 +47,8 @@ def _sliced_stock_state(allinone, spec):
         if ".feed_forward" in k and ".w_2.weight" in k:
             v = v[:, : spec.width]
         key = SubnetBatchNorm1d.stats_key(spec)
-        if k.endswith(("running_mean", "running_var", "num_batches_tracked")) and key != SubnetBatchNorm1d.stats_key(allinone.subnet_space.largest):
+        largest_stats = SubnetBatchNorm1d.stats_key(allinone.subnet_space.largest)
+        if k.endswith(("running_mean", "running_var", "num_batches_tracked")) and key != largest_stats:
             v = allinone.state_dict()[f"{k}_{key}"]
         state[k] = v
     return state
@@ -78,7 +79,10 @@ def test_largest_32bit_equals_stock(conf):
 
 
 @pytest.mark.parametrize("subnet", ["2-32-32bit", "3-16-32bit", "2-16-32bit"])
-@pytest.mark.parametrize("conf", [dict(), dict(macaron_style=False), dict(positionwise_layer_type="conv1d"), dict(interctc_layer_idx=[1])])
+@pytest.mark.parametrize(
+    "conf",
+    [dict(), dict(macaron_style=False), dict(positionwise_layer_type="conv1d"), dict(interctc_layer_idx=[1])],
+)
 def test_subnet_equals_stock_of_its_size_with_sliced_weights(subnet, conf):
     enc = make_encoder(grid=dict(subnet_depths=[2, 3], subnet_widths=[16, 32]), **conf)
     x, xl, _, _ = batch()
@@ -153,7 +157,8 @@ def test_quantized_weights_are_used_and_on_grid():
     n_linear_conv = sum(
         isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)) for m in enc.modules()
     )
-    assert len(layers) == n_linear_conv and any("embed" in n for n, m in enc.named_modules() if isinstance(m, ElasticWeight))
+    assert len(layers) == n_linear_conv
+    assert any("embed" in n for n, m in enc.named_modules() if isinstance(m, ElasticWeight))
     for m in layers:
         assert m.active_bits == 4
         w, _ = m.active_weight()
@@ -216,11 +221,17 @@ def test_batchnorm_statistics_shared_between_depths():
     assert bn._stat("running_mean").abs().sum() > 0
 
 
+def _first_layer(module):
+    return next(m for m in module.modules() if isinstance(m, ElasticWeight))
+
+
 def _block_calls(enc):
+    """What is computed (not merely called): a hook on the first weight layer inside the
+    subsampling and inside each block."""
     calls = []
     for i, block in enumerate(enc.encoders._modules.values()):
-        block.register_forward_hook(lambda m, a, o, i=i: calls.append(("block", i)))
-    enc.embed.register_forward_hook(lambda m, a, o: calls.append(("embed",)))
+        _first_layer(block).register_forward_hook(lambda m, a, o, i=i: calls.append(("block", i)))
+    _first_layer(enc.embed).register_forward_hook(lambda m, a, o: calls.append(("embed",)))
     return calls
 
 
@@ -246,6 +257,114 @@ def test_sharing_prefixes_same_outputs_and_less_compute(conf):
     assert calls.count(("embed",)) == 2
     assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3
     assert enc._prefix_cache is None  # the cache lives only inside the context
+
+
+def test_sharing_with_intermediate_ctc_same_outputs_and_less_compute():
+    """Stock ConformerEncoder.forward runs inside sharing_prefixes too: intermediate CTC
+    outputs are those of each subnet alone, and blocks are still computed once."""
+    enc = make_encoder(interctc_layer_idx=[1, 2])
+    enc.eval()
+    x, xl, _, _ = batch()
+    with torch.no_grad():
+        alone = {}
+        for spec in enc.subnet_space:
+            enc.set_subnet(spec)
+            alone[spec] = _outputs(enc(x, xl))
+        calls = _block_calls(enc)
+        with enc.sharing_prefixes():
+            for spec in enc.subnet_space:
+                enc.set_subnet(spec)
+                got = _outputs(enc(x, xl))
+                assert len(got) == len(alone[spec])
+                for g, w in zip(got, alone[spec]):
+                    assert torch.equal(g, w), spec
+    assert calls.count(("embed",)) == 2
+    assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3
+
+
+def test_sharing_in_training_draws_each_shared_dropout_mask_once():
+    """Rule: in a step, a depth sibling reuses the deeper subnet's blocks, dropout masks
+    included. So it computes exactly what it computes alone from the same random state
+    (the same loss distribution as without sharing), and the shared prefix has one graph."""
+    enc = make_encoder(dropout_rate=0.3, positional_dropout_rate=0.3, attention_dropout_rate=0.3)
+    enc.train()
+    x, xl, _, _ = batch()
+    deep, shallow = "3-16-4bit", "2-16-4bit"
+    torch.manual_seed(0)
+    with enc.sharing_prefixes():
+        enc.set_subnet(deep)
+        enc(x, xl)
+        enc.set_subnet(shallow)
+        shared = enc(x, xl)[0]
+    torch.manual_seed(0)
+    enc.set_subnet(shallow)
+    alone = enc(x, xl)[0]
+    assert torch.equal(shared, alone)
+    torch.manual_seed(1)
+    assert not torch.equal(enc(x, xl)[0], alone)  # dropout is on: another state differs
+
+
+def test_sharing_updates_batchnorm_statistics_as_often_as_without():
+    """Rule: a reused block call updates its BatchNorm running statistics again (with the
+    batch statistics of the call it reuses), so after a step every (width, bits)'s
+    statistics are those of computing each subnet alone (dropout off: equal inputs)."""
+    import copy
+
+    shared_enc = make_encoder(dropout_rate=0.0, positional_dropout_rate=0.0, attention_dropout_rate=0.0)
+    alone_enc = copy.deepcopy(shared_enc)
+    x, xl, _, _ = batch()
+    for enc in (shared_enc, alone_enc):
+        enc.train()
+    with torch.no_grad():
+        for _ in range(2):  # two steps
+            with shared_enc.sharing_prefixes():
+                for spec in shared_enc.subnet_space:
+                    shared_enc.set_subnet(spec)
+                    shared_enc(x, xl)
+            for spec in alone_enc.subnet_space:
+                alone_enc.set_subnet(spec)
+                alone_enc(x, xl)
+    got, want = shared_enc.state_dict(), alone_enc.state_dict()
+    stats = [k for k in want if "running_" in k or "num_batches_tracked" in k]
+    assert len(stats) == 3 * 3 * 4  # 3 blocks x 3 buffers x 4 (width, bits)
+    for k in stats:
+        if "num_batches_tracked" in k:
+            block = int(k.split(".")[1])  # run by both depths (2, 3) or by depth 3 only
+            assert torch.equal(got[k], want[k]) and int(want[k]) == 2 * (2 if block < 2 else 1), k
+        else:
+            assert torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-6), k
+
+
+@pytest.mark.parametrize("conf", [dict(layer_drop_rate=0.5), dict(stochastic_depth_rate=0.5)], ids=str)
+def test_layer_drop_and_stochastic_depth_as_stock_in_training(conf):
+    """The stock forward runs, so layer drop and stochastic depth do what ESPnet's
+    ConformerEncoder does with them (same random state, same output)."""
+    enc = make_encoder(grid=dict(subnet_depths=[3], subnet_widths=[32], subnet_bits=[32]), **conf)
+    stock = ConformerEncoder(IDIM, **{**TINY, **conf})
+    stock.load_state_dict(enc.state_dict(), strict=False)
+    enc.train(), stock.train()
+    x, xl, _, _ = batch()
+    for seed in range(4):
+        torch.manual_seed(seed)
+        got = enc(x, xl)[0]
+        torch.manual_seed(seed)
+        assert torch.equal(got, stock(x, xl)[0]), seed
+
+
+def test_shared_call_modules_pickle_and_copy():
+    import copy
+    import pickle
+
+    enc = make_encoder()
+    enc.eval()
+    x, xl, _, _ = batch()
+    with torch.no_grad():
+        want = enc(x, xl)[0]
+        for other in (pickle.loads(pickle.dumps(enc)), copy.deepcopy(enc)):
+            assert type(other.embed) is type(enc.embed)
+            assert torch.equal(other(x, xl)[0], want)
+            with other.sharing_prefixes():
+                assert torch.equal(other(x, xl)[0], want)
 
 
 def test_a_step_quantizes_each_weight_once_per_width_and_bits():

@@ -18,7 +18,7 @@ import soundfile
 import yaml
 
 from espnet_allinone.bin import decode_subnets
-from espnet_allinone.data.audio import BadAudio, DataDirAudio
+from espnet_allinone.data.audio import DataDirAudio
 from tests.conftest import make_allinone_files
 
 SUBNET = "1-16-4bit"
@@ -90,7 +90,7 @@ def decoded(model, tmp_path_factory):
     # one recording holding both utterances, cut by a segments file
     soundfile.write(wavs / "reco.wav", np.concatenate([good, other]), FS)
     segmented = _write_set(root / "segmented", [("reco1", wavs / "reco.wav")])
-    (segmented / "segments").write_text(f"a_good reco1 0 1.0\ni_other reco1 1.0 -1\n")
+    (segmented / "segments").write_text("a_good reco1 0 1.0\ni_other reco1 1.0 -1\n")
     out = root / "decode"
     records = []
     handler = logging.Handler()

@@ -47,7 +47,7 @@ def test_inference_cli_has_subnet_option(tmp_path, module):
 def test_ctc_greedy_tokens_merges_repeats_and_drops_blanks():
     import torch
 
-    from espnet_allinone.register import ctc_greedy_tokens
+    from espnet_allinone.inference import ctc_greedy_tokens
 
     class FakeCTC:
         def argmax(self, enc):  # (1, T, D) -> (1, T): the best token per frame
@@ -164,8 +164,8 @@ def test_ctc_greedy_decodes_the_subnets_frame_argmax(trained, subnet):
          "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/1epoch.pth",
          "--data_path_and_name_and_type", "dev/wav.scp,speech,sound",
          "--output_dir", str(out), "--ngpu", "0"], cwd=trained, timeout=300)
-    line = [l for l in (out / "1best_recog/text").read_text().splitlines() if l.startswith("dev_00")]
+    line = [ln for ln in (out / "1best_recog/text").read_text().splitlines() if ln.startswith("dev_00")]
     assert (line[0].split(maxsplit=1) + [""])[1] == text.strip()
     # the greedy path, not the beam search, wrote it: only greedy hypotheses score 0.0
-    scores = dict(l.split() for l in (out / "1best_recog/score").read_text().splitlines())
+    scores = dict(ln.split() for ln in (out / "1best_recog/score").read_text().splitlines())
     assert set(scores.values()) == {"0.0"} and len(scores) == 2

@@ -12,7 +12,6 @@ import torch
 import yaml
 
 from espnet_allinone.export import (
-    QuantizedWeight,
     build_packed_model,
     build_stock_model,
     export_packed,
@@ -24,8 +23,8 @@ from espnet_allinone.export import (
     subnet_weights,
 )
 from espnet_allinone.int8 import IntegerConv, IntegerLinear, integer_module
-from espnet_allinone.quant import pack_codes, qmax, unpack_codes
-from tests.conftest import N_MELS, TRAIN_CONFIG, make_allinone_files, write_tone_data
+from espnet_allinone.quant import QuantizedWeight, pack_codes, qmax, unpack_codes
+from tests.conftest import make_allinone_files, write_tone_data
 
 SUBNETS = ["2-32-32bit", "2-32-8bit", "2-16-4bit", "1-16-8bit", "1-32-4bit"]
 

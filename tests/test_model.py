@@ -1,4 +1,5 @@
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -44,23 +45,68 @@ def test_features_computed_once_per_batch():
     assert len(calls) == 1
 
 
+def _stock_twin(model, spec):
+    """A stock ESPnetASRModel computing float subnet ``spec`` of ``model``: a stock
+    ConformerEncoder of its depth and width holding the sliced shared weights, and
+    the model's own CTC and decoder weights."""
+    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+    from espnet2.asr.espnet_model import ESPnetASRModel
+
+    from tests.conftest import IDIM, TINY
+    from tests.test_conformer_encoder import _sliced_stock_state
+
+    enc = ConformerEncoder(IDIM, **{**TINY, "num_blocks": spec.depth, "linear_units": spec.width})
+    with model.encoder.using_subnet(spec):
+        enc.load_state_dict(_sliced_stock_state(model.encoder, spec), strict=True)
+    twin = ESPnetASRModel(
+        vocab_size=model.vocab_size, token_list=model.token_list, frontend=None, specaug=None,
+        normalize=None, preencoder=None, encoder=enc, postencoder=None,
+        decoder=copy.deepcopy(model.decoder), ctc=copy.deepcopy(model.ctc), joint_network=None,
+        ctc_weight=model.ctc_weight,
+    )
+    return twin.eval()
+
+
+def _posteriors(model, x, xl, y, yl):
+    """CTC and decoder log-posteriors of a stock model (what the KL compares)."""
+    from espnet.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
+
+    enc, lens = model.encode(x, xl)
+    ys_in, _ = add_sos_eos(y, model.sos, model.eos, model.ignore_id)
+    dec, _ = model.decoder(enc, lens, ys_in, yl + 1)
+    return model.ctc.log_softmax(enc), lens, dec.log_softmax(-1)
+
+
 def test_loss_is_eq4():
-    """L = L_max + sum_i lambda1_i L_i + lambda2_i KL_i, with the paper's footnote-4 values."""
-    model = make_model(subnet_sampling="all", lambda_preset="conformer")
+    """Eq. 4 against stock ESPnet: each L_i is the loss of a stock ESPnetASRModel of that
+    subnet's size (sliced weights), each KL_i is computed from those stock models'
+    posteriors, and L = L_max + sum_i lambda1_i L_i + lambda2_i KL_i (footnote 4)."""
+    enc = make_encoder(grid=dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[32]))
+    model = make_model(enc, subnet_sampling="all", lambda_preset="conformer")
     model.eval()  # deterministic (no dropout)
+    x, xl, y, yl = batch()
     with torch.no_grad():
-        loss, stats, _ = model(*batch())
-    space = model.encoder.subnet_space
-    expected = stats[f"loss_{space.largest}"]
-    for s in space:
-        if s == space.largest:
-            continue
-        lam1, lam2 = model.lambdas[s]
-        depth = s.depth < space.largest.depth
-        assert (lam1, lam2) == ((0.8, 0.2) if depth else (1.0, 1.0))
-        expected = expected + lam1 * stats[f"loss_{s}"] + lam2 * stats[f"kl_{s}"]
-    assert torch.allclose(loss, expected)
-    assert stats["loss"] == loss
+        loss, stats, _ = model(x, xl, y.clone(), yl)
+        space = model.encoder.subnet_space
+        twins = {s: _stock_twin(model, s) for s in space}
+        ref_ctc, ref_lens, ref_att = _posteriors(twins[space.largest], x, xl, y, yl)
+        expected = twins[space.largest](x, xl, y.clone(), yl)[0]
+        for s in space:
+            if s == space.largest:
+                continue
+            loss_i = twins[s](x, xl, y.clone(), yl)[0]
+            assert torch.allclose(stats[f"loss_{s}"], loss_i, rtol=1e-5), s
+            ctc, lens, att = _posteriors(twins[s], x, xl, y, yl)
+            assert torch.equal(lens, ref_lens)
+            kl_ctc = sum((ref_ctc[b, :n].exp() * (ref_ctc[b, :n] - ctc[b, :n])).sum()
+                         for b, n in enumerate(lens.tolist())) / len(xl)
+            kl_att = sum((ref_att[b, :n].exp() * (ref_att[b, :n] - att[b, :n])).sum()
+                         for b, n in enumerate((yl + 1).tolist())) / len(xl)
+            kl = model.ctc_weight * kl_ctc + (1 - model.ctc_weight) * kl_att
+            lam1, lam2 = (0.8, 0.2) if s.depth < space.largest.depth else (1.0, 1.0)
+            assert model.lambdas[s] == (lam1, lam2)
+            expected = expected + lam1 * loss_i + lam2 * kl
+    assert torch.allclose(loss, expected, rtol=1e-5)
 
 
 def test_without_kl_no_kl_term():

@@ -71,8 +71,8 @@ def test_subset_keeps_first_utterances_of_every_file(tmp_path):
     (src / "text").write_text("".join(f"{i} words {i}\n" for i in ids))
     (src / "wav.scp").write_text("".join(f"{i} /x/{i}.wav\n" for i in ids))
     out = bench.subset(src, tmp_path / "dst", 2)
-    assert [l.split()[0] for l in (out / "text").read_text().splitlines()] == ["u1", "u2"]
-    assert [l.split()[0] for l in (out / "wav.scp").read_text().splitlines()] == ["u1", "u2"]
+    assert [ln.split()[0] for ln in (out / "text").read_text().splitlines()] == ["u1", "u2"]
+    assert [ln.split()[0] for ln in (out / "wav.scp").read_text().splitlines()] == ["u1", "u2"]
     assert not (out / "utt2spk").exists()
 
 

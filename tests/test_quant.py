@@ -20,9 +20,10 @@ def test_values_on_symmetric_grid(bits, shape):
     for c in range(shape[0]):
         assert len(torch.unique(codes[c].round())) <= 2 * q + 1
     # the export path rebuilds exactly the same values
-    ints, s = integer_codes(w, step, bits)
-    assert ints.dtype == torch.int8
-    assert torch.equal(ints.float() * s, wq)
+    codes_and_steps = integer_codes(w, step, bits)
+    assert codes_and_steps.codes.dtype == torch.int8 and codes_and_steps.bits == bits
+    assert torch.equal(codes_and_steps.codes.float() * step, wq)
+    assert torch.equal(codes_and_steps.dequantize(), wq)
 
 
 def test_full_precision_is_identity():

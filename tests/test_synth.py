@@ -46,7 +46,9 @@ def test_corpus_deterministic_disjoint_and_16k(tmp_path):
     for i, s in enumerate(splits):
         for t in splits[i + 1:]:
             assert not texts[s] & texts[t], (s, t)
-    spk = lambda split: {l.split()[1] for l in (tmp_path / "a" / split / "utt2spk").read_text().splitlines()}
+    def spk(split):
+        return {ln.split()[1] for ln in (tmp_path / "a" / split / "utt2spk").read_text().splitlines()}
+
     assert spk("test_unseen") == {synth.speaker_id(v) for v in synth.UNSEEN_VOICES}
     assert not spk("test_unseen") & spk("train")
 

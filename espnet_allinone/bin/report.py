@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from espnet_allinone.scoring import hub5
-from espnet_allinone.scoring.mapsswe import matched_segments, mapsswe_from_segments
+from espnet_allinone.scoring.mapsswe import mapsswe_from_segments, matched_segments
 from espnet_allinone.scoring.wer import BACKENDS, WER, read_text, resolve_backend, score_files
 from espnet_allinone.subnet import SubnetSpec
 from espnet_allinone.train_log import train_seconds

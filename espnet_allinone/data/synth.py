@@ -112,7 +112,8 @@ def render(utt: Utterance, path: Path) -> int:
         effects = ["reverb", str(utt.reverb)] if utt.reverb is not None else []
         resampled = Path(tmp) / "16k.wav"
         subprocess.run(
-            [_require("sox"), "-D", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled), *effects],
+            [_require("sox"), "-D", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled),
+             *effects],
             check=True, capture_output=True,
         )
         wav, sr = soundfile.read(resampled, dtype="float32")

@@ -13,10 +13,12 @@ from typing import Any, Dict, Iterable, Optional, Union
 import torch
 
 from espnet_allinone.elastic import (
-    ElasticSequential,
+    ElasticDepth,
     ElasticWeight,
+    SharedCalls,
     SubnetBatchNorm1d,
     reusing_quantized_weights,
+    share_calls,
 )
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
 
@@ -95,19 +97,25 @@ def compression_ratio(reference: SubnetSize, subnet: SubnetSize, storage: bool =
     return FULL_PRECISION * reference.params / (subnet.bits if storage else subnet.paper_bits)
 
 
+def is_allinone_encoder(module: Any) -> bool:
+    """Whether ``module`` is an all-in-one encoder (has a subnet space to choose from)."""
+    return isinstance(module, AllInOneEncoderMixin)
+
+
 class AllInOneEncoderMixin:
     """Subnet selection for encoders built from ``elastic`` layers.
 
     A subclass sets ``self.subnet_space``, implements :attr:`elastic_layers` (the
-    :class:`ElasticSequential` whose first ``depth`` blocks run) and
-    :meth:`subnet_modules`, and calls :meth:`set_subnet` once at the end of its
+    :class:`ElasticDepth` container whose first ``depth`` blocks run) and
+    :meth:`subnet_modules`, may mark modules whose calls a step's subnets share
+    (:meth:`share_calls_of`), and calls :meth:`set_subnet` once at the end of its
     constructor.
     """
 
     subnet_space: SubnetSpace
 
     @property
-    def elastic_layers(self) -> ElasticSequential:
+    def elastic_layers(self) -> ElasticDepth:
         """The stack of blocks whose first ``depth`` run."""
         raise NotImplementedError
 
@@ -116,19 +124,33 @@ class AllInOneEncoderMixin:
         raise NotImplementedError
 
     _prefix_cache: Optional[Dict[Any, Any]] = None
+    _calls: Optional[SharedCalls] = None
+
+    def share_calls_of(self, *modules: torch.nn.Module):
+        """Let ``modules`` (e.g. the subsampling and each block) reuse, inside
+        :meth:`sharing_prefixes`, the output of an earlier call on the very same inputs
+        with the same elastic configuration (:func:`espnet_allinone.elastic.share_calls`)."""
+        if self._calls is None:
+            self._calls = SharedCalls()
+        for m in modules:
+            share_calls(m, self._calls)
 
     @contextlib.contextmanager
     def sharing_prefixes(self):
         """Within this context, forwards of several subnets on the same input reuse
-        what they compute alike instead of recomputing it (what that is depends on
-        the encoder: see its ``forward``), and each layer fake-quantizes its weight once
+        what they compute alike instead of recomputing it (the calls of the modules
+        given to :meth:`share_calls_of`; an encoder may also cache a subnet-independent
+        front end with :meth:`_shared`), and each layer fake-quantizes its weight once
         per (width, bits) (:func:`reusing_quantized_weights`). Autograd sees one graph,
-        so gradients are those of computing each subnet alone. AllInOneASRModel opens
-        it around the subnets of one batch; outside it nothing is cached.
+        so gradients are those of computing each subnet alone; the shared part draws
+        its dropout masks once. AllInOneASRModel opens it around the subnets of one
+        batch; outside it nothing is cached.
         """
         previous, self._prefix_cache = self._prefix_cache, {}
         try:
-            with reusing_quantized_weights(self):
+            with reusing_quantized_weights(self), (
+                self._calls.open() if self._calls is not None else contextlib.nullcontext()
+            ):
                 yield
         finally:
             self._prefix_cache = previous

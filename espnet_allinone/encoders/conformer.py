@@ -1,39 +1,27 @@
 """All-in-one Conformer encoder: elastic depth x FFN width x weight precision."""
 
 import logging
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Iterable, List, Optional
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
-from espnet.nets.pytorch_backend.transformer.subsampling import (
-    Conv2dSubsampling,
-    Conv2dSubsampling1,
-    Conv2dSubsampling2,
-    Conv2dSubsampling6,
-    Conv2dSubsampling8,
-    TooShortUttError,
-    check_short_utt,
-)
+from espnet.nets.pytorch_backend.transformer.repeat import MultiSequential
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from typeguard import typechecked
 
-from espnet_allinone.elastic import (
-    ElasticSequential,
-    SubnetBatchNorm1d,
-    make_elastic,
-)
-from espnet_allinone.signature import extend_signature
+from espnet_allinone.elastic import ElasticDepth, SubnetBatchNorm1d, make_elastic
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
+from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
 
-_CONV_SUBSAMPLING = (
-    Conv2dSubsampling,
-    Conv2dSubsampling1,
-    Conv2dSubsampling2,
-    Conv2dSubsampling6,
-    Conv2dSubsampling8,
-)
+class ElasticMultiSequential(ElasticDepth, MultiSequential):
+    """ESPnet's MultiSequential whose first ``active_depth`` blocks run (:class:`ElasticDepth`)."""
+
+    @classmethod
+    def from_multisequential(cls, seq: MultiSequential) -> "ElasticMultiSequential":
+        new = cls(*seq._modules.values(), layer_drop_rate=seq.layer_drop_rate)
+        new.train(seq.training)
+        return new
 
 
 class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
@@ -95,7 +83,7 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         bits = sorted({s.bits for s in self.subnet_space})
         make_elastic(self.embed, bits, "embed.")
         make_elastic(self.encoders, bits, "encoders.")
-        self.encoders = ElasticSequential.from_multisequential(self.encoders)
+        self.encoders = ElasticMultiSequential.from_multisequential(self.encoders)
         for block in self.encoders._modules.values():
             for ffn in (block.feed_forward, block.feed_forward_macaron):
                 if ffn is not None:
@@ -104,59 +92,13 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                 block.conv_module.norm = SubnetBatchNorm1d.from_batchnorm(
                     block.conv_module.norm, list(self.subnet_space)
                 )
+        # stock ConformerEncoder.forward runs unchanged; a step's subnets share the
+        # subsampling (equal bits) and block calls (equal inputs, width and bits)
+        self.share_calls_of(self.embed, *self.encoders._modules.values())
         self.set_subnet(None)
 
-    def forward(
-        self,
-        xs_pad: torch.Tensor,
-        ilens: torch.Tensor,
-        prev_states: torch.Tensor = None,
-        masks: torch.Tensor = None,
-        ctc=None,
-        return_all_hs: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """ConformerEncoder's forward; (B, T, D), (B,) -> (B, T', D'), (B,), None."""
-        cache = self._shared(xs_pad, ilens)
-        if cache is None or masks is not None or return_all_hs or self.interctc_layer_idx:
-            return super().forward(xs_pad, ilens, prev_states, masks, ctc, return_all_hs)
-        spec = self.active_subnet
-        blocks = list(self.encoders)
-        start = next(
-            (k for k in range(len(blocks), 0, -1) if (spec.width, spec.bits, k) in cache), 0
-        )
-        if start:
-            xs, masks = cache[(spec.width, spec.bits, start)]
-        elif ("embed", spec.bits) in cache:
-            xs, masks = cache[("embed", spec.bits)]
-        else:
-            xs, masks = self._embed(xs_pad, ilens)
-            cache[("embed", spec.bits)] = (xs, masks)
-        for k in range(start, len(blocks)):
-            xs, masks = blocks[k](xs, masks)
-            cache[(spec.width, spec.bits, k + 1)] = (xs, masks)
-        if isinstance(xs, tuple):
-            xs = xs[0]
-        if self.normalize_before:
-            xs = self.after_norm(xs)
-        return xs, masks.squeeze(1).sum(1), None
-
-    def _embed(self, xs_pad: torch.Tensor, ilens: torch.Tensor):
-        """Input layer, as in ConformerEncoder.forward: -> (x or (x, pos_emb), masks)."""
-        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
-        if isinstance(self.embed, _CONV_SUBSAMPLING):
-            short, limit = check_short_utt(self.embed, xs_pad.size(1))
-            if short:
-                raise TooShortUttError(
-                    f"has {xs_pad.size(1)} frames and is too short for subsampling "
-                    f"(it needs more than {limit} frames), return empty results",
-                    xs_pad.size(1),
-                    limit,
-                )
-            return self.embed(xs_pad, masks)
-        return self.embed(xs_pad), masks
-
     @property
-    def elastic_layers(self) -> ElasticSequential:
+    def elastic_layers(self) -> "ElasticMultiSequential":
         return self.encoders
 
     def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:

@@ -12,7 +12,7 @@ import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from typeguard import typechecked
 
-from espnet_allinone.elastic import ElasticSequential, make_elastic
+from espnet_allinone.elastic import ElasticModuleList, make_elastic
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
@@ -199,9 +199,9 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
             make_elastic(layer, bits, f"wav2vec2.encoder.layers.{i}.")
             ffn = layer.feed_forward
             ffn.intermediate_dense.width_axis, ffn.output_dense.width_axis = "out", "in"
-        # HF's encoder loops `for layer in self.layers`: iterating ElasticSequential
+        # HF's encoder loops `for layer in self.layers`: iterating ElasticModuleList
         # yields the subnet's first DEPTH layers; the state-dict keys stay `layers.<i>.`.
-        encoder.layers = ElasticSequential(*encoder.layers)
+        encoder.layers = ElasticModuleList(encoder.layers)
         # the space travels with the checkpoint (see AllInOneASRModel.load_state_dict)
         self.register_buffer("subnet_space_table", self.subnet_space.table())
         self.set_subnet(None)
@@ -210,7 +210,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         return self.wav2vec2.config.hidden_size
 
     @property
-    def elastic_layers(self) -> ElasticSequential:
+    def elastic_layers(self) -> ElasticModuleList:
         return self.wav2vec2.encoder.layers
 
     def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:

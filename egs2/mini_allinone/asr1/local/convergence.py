@@ -33,9 +33,9 @@ from espnet_allinone.train_log import epoch_results, timespan_seconds, train_log
 
 
 def lr_after(config: Dict, updates: List[int]) -> List[float]:
-    """The learning rate after each number of ``updates`` (the one the next update uses), from ESPnet's own optimizer and
-    scheduler classes built as ``config`` (an ESPnet config.yaml) builds them (batch-step
-    schedulers; an epoch scheduler gives the initial LR)."""
+    """The learning rate after each number of ``updates`` (the one the next update uses),
+    from ESPnet's own optimizer and scheduler classes built as ``config`` (an ESPnet
+    config.yaml) builds them (batch-step schedulers; an epoch scheduler gives the initial LR)."""
     import torch
     from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler
     from espnet2.tasks.abs_task import optim_classes, scheduler_classes
@@ -131,8 +131,9 @@ def main(argv=None):
         for e, rows in zip(args.exp, curves.values()):
             add_dev_wer(Path(e), rows, args.dev_wer, args.decode_config)
     wer_head = (" dev WER largest [%] | smallest [%] |", "---|---|") if args.dev_wer else ("", "")
-    lines = ["| setting | epoch | updates | utterances seen | training [min] | LR after | dev CER greedy CTC, largest [%] | "
-             "smallest [%] | dev acc largest | smallest | mean of subnets |" + wer_head[0],
+    lines = ["| setting | epoch | updates | utterances seen | training [min] | LR after | "
+             "dev CER greedy CTC, largest [%] | smallest [%] | dev acc largest | smallest | mean of subnets |"
+             + wer_head[0],
              "|---|---|---|---|---|---|---|---|---|---|---|" + wer_head[1]]
     for lab, rows in curves.items():
         for r in rows:

@@ -11,9 +11,9 @@ all-in-one fine-tune (the ablation of local/wav2vec2_standin.sh, stage 5).
 import argparse
 
 import torch
+from espnet2.tasks.asr import ASRTask
 
 import espnet_allinone  # noqa: F401  (registers the all-in-one classes)
-from espnet2.tasks.asr import ASRTask
 
 
 def main(argv=None):
