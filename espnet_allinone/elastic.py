@@ -291,6 +291,32 @@ def to_elastic(module: torch.nn.Module, bits: Sequence[int], name: str = "") -> 
     return new
 
 
+@torch.no_grad()
+def sort_units(first: torch.nn.Module, second: torch.nn.Module) -> torch.Tensor:
+    """Reorder the hidden units between two layers (``first``'s outputs = ``second``'s
+    inputs, e.g. an FFN's two Linear layers) by decreasing L2 importance.
+
+    A unit's importance is the L2 norm of its row of ``first.weight`` times that of its
+    column of ``second.weight`` (paper footnote 1: rows/columns of small L2 norm matter
+    least), so slicing the first W units keeps the W most important ones. The pair
+    computes the same function afterwards (``first``'s bias and per-output-channel step
+    sizes move with its rows).
+
+    Returns:
+        (units,) the permutation applied (new unit i = old unit order[i]).
+    """
+    w1, w2 = first.weight, second.weight
+    importance = w1.reshape(w1.size(0), -1).norm(dim=1) * w2.transpose(0, 1).reshape(w2.size(1), -1).norm(dim=1)
+    order = importance.argsort(descending=True, stable=True)
+    w1.copy_(w1[order])
+    if first.bias is not None:
+        first.bias.copy_(first.bias[order])
+    for step in getattr(first, "weight_log_step", {}).values():
+        step.copy_(step[order])
+    w2.copy_(w2[:, order])
+    return order
+
+
 def make_elastic(root: torch.nn.Module, bits: Sequence[int], prefix: str = "") -> torch.nn.Module:
     """Replace, in place, every Linear/Conv1d/Conv2d below ``root`` by its elastic twin
     (named ``prefix`` + its path below ``root`` in error messages).

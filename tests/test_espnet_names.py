@@ -39,7 +39,6 @@ RELIED_ON = [
     ("espnet.nets.beam_search", "Hypothesis", "inference.py: greedy CTC results"),
     ("espnet2.main_funcs.pack_funcs", "pack", "export.py: model-zoo zip"),
     ("espnet2.fileio.sound_scp", "soundfile_read", "data/audio.py"),
-    ("espnet2.fileio.read_text", "read_2columns_text", "data/audio.py"),
     ("espnet2.utils.types", "str2bool", "inference.py, decode_subnets.py"),
     ("espnet2.torch_utils.device_funcs", "force_gatherable", "model.py"),
 ]
