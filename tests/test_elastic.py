@@ -131,3 +131,29 @@ def test_conformer_sort_ffn_units_keeps_the_largest_float_subnet():
     for first, second in pairs:
         importance = first.weight.norm(dim=1) * second.weight.norm(dim=0)
         assert torch.all(importance[:-1] >= importance[1:])
+
+
+def test_shared_calls_memo_is_per_thread_and_closed_after_the_step():
+    """DataParallel replicas share the SharedCalls object and run in threads: each keeps
+    its own memo, and none is left open after its step."""
+    import threading
+
+    from espnet_allinone.elastic import SharedCalls
+
+    calls = SharedCalls()
+    seen, barrier = {}, threading.Barrier(2)
+
+    def step(name):
+        with calls.open() as memo:
+            memo[name] = True
+            barrier.wait()  # both steps open at once
+            seen[name] = dict(calls.memo)
+        seen[name + "_after"] = calls.memo
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"] == {"a": True} and seen["b"] == {"b": True}
+    assert seen["a_after"] is None and seen["b_after"] is None and calls.memo is None

@@ -48,7 +48,9 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
     :meth:`sharing_prefixes`, subnets forwarded on the same input share the
     subsampling output (equal bits) and the output of the first k blocks (equal
     width and bits: depth only truncates); in eval mode the outputs are
-    bit-identical, in training the shared part draws its dropout masks once.
+    bit-identical, in training the shared part draws its dropout masks once. With
+    ``interctc_use_conditioning`` the blocks after the first conditioned layer are
+    not shared (the conditioning adds a new tensor per subnet).
     """
 
     @typechecked
