@@ -480,7 +480,7 @@ class SharedCalls:
             self._local.memo = previous
 
     def __getstate__(self):  # a copy or an unpickled module starts with no open memo
-        return {}
+        return {"memo": None}  # not empty: an empty state would skip __setstate__
 
     def __setstate__(self, state):
         self.__init__()
