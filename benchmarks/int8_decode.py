@@ -22,9 +22,10 @@ import soundfile
 import torch
 import yaml
 
+from espnet_allinone.data.kaldi import read_table, read_text
 from espnet_allinone.export import export_stock, load_allinone, subnet_weights
 from espnet_allinone.int8 import to_integer_kernels
-from espnet_allinone.scoring.wer import read_text, score
+from espnet_allinone.scoring.wer import score
 
 
 def _decode(s2t, wavs):
@@ -59,9 +60,7 @@ def main(argv=None):
     conf = yaml.safe_load(open(args.config)) if args.config else {}
     conf.pop("subnet", None)
     data = Path(args.data_dir)
-    lines = (data / "wav.scp").read_text().splitlines()
-    wavs = [line.split(maxsplit=1) for line in lines if line.strip()]
-    wavs = wavs[: args.limit]
+    wavs = list(read_table(data / "wav.scp").items())[: args.limit]
     ref = read_text(data / "text")
     ref = {k: ref[k] for k, _ in wavs}
     model = load_allinone(args.asr_train_config, args.asr_model_file)

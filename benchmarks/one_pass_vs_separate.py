@@ -49,6 +49,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from espnet_allinone.data.kaldi import read_table, write_table
 from espnet_allinone.fileio import write_text_atomic
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
 from espnet_allinone.train_log import epoch_results, step_times, train_logs
@@ -106,13 +107,11 @@ def model_file(exp: Path, conf: Dict) -> Path:
 # ----------------------------------------------------------------------------- data
 def subset(src: Path, dst: Path, num: int) -> Path:
     """Kaldi dir with the first ``num`` utterances of ``src`` (sorted ids)."""
-    keys = sorted(line.split(maxsplit=1)[0] for line in (src / "text").read_text().splitlines() if line.strip())
-    keep = set(keys[:num])
+    keep = sorted(read_table(src / "text"))[:num]
     dst.mkdir(parents=True, exist_ok=True)
     for name in SUBSET_FILES:
         if (src / name).exists():
-            lines = [ln for ln in (src / name).read_text().splitlines() if ln.split(maxsplit=1)[0] in keep]
-            (dst / name).write_text("\n".join(lines) + "\n")
+            write_table(dst / name, read_table(src / name, keys=keep))
     return dst
 
 
@@ -190,7 +189,7 @@ class Benchmark:
             raise SystemExit(f"{src}/train or {self.token_list} missing: run "
                              f"`./run.sh --stop_stage 2` in {self.recipe} first")
         for name, minimum in (("train", 16), ("dev", 4), *((t, 4) for t in self.args.test_sets)):
-            n = sum(1 for ln in (src / name / "text").read_text().splitlines() if ln.strip())
+            n = len(read_table(src / name / "text"))
             subset(src / name, self.data / name, scaled(n, self.args.scale, minimum))
         (self.out / "conf").mkdir(parents=True, exist_ok=True)
         for label, conf in self.configs.items():
@@ -310,7 +309,7 @@ class Benchmark:
                "--other_allinone", f"A:{self.out}/exp/A/config.yaml:{self.out}/decode/A",
                "--separate_decode_dir", str(self.out / "decode/separate"),
                "--baseline_decode_dir", str(self.out / "decode/baseline"),
-               "--baseline_name", f"{self.space.largest.depth}-{self.space.largest.width}-32bit",
+               "--baseline_name", self.space.float_baseline.name,
                "--train_times", str(self.out / "train_times.json")]
         try:
             run(cmd, self.out / "report.log")
@@ -367,7 +366,7 @@ class Benchmark:
         for n in self.separate:
             lines.append(f"| {n} | {fmt(wers[n]['K'])} | {fmt(wers[n]['A'])} | {fmt(wers[n]['separate'])} "
                          f"| {times[n]['wall']:.0f} |")
-        lines.append(f"| baseline {self.space.largest.depth}-{self.space.largest.width}-32bit | | | "
+        lines.append(f"| baseline {self.space.float_baseline} | | | "
                      f"{fmt(base_wer)} | {times['baseline']['wall']:.0f} |")
         lines += ["", "| | K | A | target |", "|---|---|---|---|"]
         lines.append("| all-in-one train wall / CPU [s] | " + " | ".join(

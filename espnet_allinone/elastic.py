@@ -9,6 +9,7 @@ BatchNorm statistics). A parent sets the active configuration top-down with
 
 import contextlib
 import itertools
+import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -291,6 +292,32 @@ def to_elastic(module: torch.nn.Module, bits: Sequence[int], name: str = "") -> 
     return new
 
 
+@torch.no_grad()
+def sort_units(first: torch.nn.Module, second: torch.nn.Module) -> torch.Tensor:
+    """Reorder the hidden units between two layers (``first``'s outputs = ``second``'s
+    inputs, e.g. an FFN's two Linear layers) by decreasing L2 importance.
+
+    A unit's importance is the L2 norm of its row of ``first.weight`` times that of its
+    column of ``second.weight`` (paper footnote 1: rows/columns of small L2 norm matter
+    least), so slicing the first W units keeps the W most important ones. The pair
+    computes the same function afterwards (``first``'s bias and per-output-channel step
+    sizes move with its rows).
+
+    Returns:
+        (units,) the permutation applied (new unit i = old unit order[i]).
+    """
+    w1, w2 = first.weight, second.weight
+    importance = w1.reshape(w1.size(0), -1).norm(dim=1) * w2.transpose(0, 1).reshape(w2.size(1), -1).norm(dim=1)
+    order = importance.argsort(descending=True, stable=True)
+    w1.copy_(w1[order])
+    if first.bias is not None:
+        first.bias.copy_(first.bias[order])
+    for step in getattr(first, "weight_log_step", {}).values():
+        step.copy_(step[order])
+    w2.copy_(w2[:, order])
+    return order
+
+
 def make_elastic(root: torch.nn.Module, bits: Sequence[int], prefix: str = "") -> torch.nn.Module:
     """Replace, in place, every Linear/Conv1d/Conv2d below ``root`` by its elastic twin
     (named ``prefix`` + its path below ``root`` in error messages).
@@ -392,8 +419,9 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             dims = [0, *range(2, x.dim())]
             # through .data, as F.batch_norm updates them: without a version bump (the
             # step's graph saved these buffers; training-mode backward does not use them)
-            mean.data.mul_(1 - momentum).add_(x.mean(dims), alpha=momentum)
-            var.data.mul_(1 - momentum).add_(x.var(dims, unbiased=True), alpha=momentum)
+            x = x.float()  # as F.batch_norm accumulates, also under autocast
+            mean.data.mul_(1 - momentum).add_(x.mean(dims).to(mean.dtype), alpha=momentum)
+            var.data.mul_(1 - momentum).add_(x.var(dims, unbiased=True).to(var.dtype), alpha=momentum)
         finally:
             self.active_key = previous
 
@@ -431,35 +459,50 @@ class SharedCalls:
     """The memo of one training step's module calls (:func:`share_calls`).
 
     ``memo`` is a dict while a step shares computation (opened by the encoder's
-    ``sharing_prefixes``), None otherwise (every call computes).
+    ``sharing_prefixes``), None otherwise (every call computes). It is per thread, so
+    ``torch.nn.DataParallel``'s replicas, which share this object, keep their own.
     """
 
     def __init__(self):
-        self.memo: Optional[Dict] = None
+        self._local = threading.local()
+
+    @property
+    def memo(self) -> Optional[Dict]:
+        return getattr(self._local, "memo", None)
 
     @contextlib.contextmanager
     def open(self):
-        previous, self.memo = self.memo, {}
+        previous = self.memo
+        self._local.memo = {}
         try:
-            yield self.memo
+            yield self._local.memo
         finally:
-            self.memo = previous
+            self._local.memo = previous
+
+    def __getstate__(self):  # a copy or an unpickled module starts with no open memo
+        return {"memo": None}  # not empty: an empty state would skip __setstate__
+
+    def __setstate__(self, state):
+        self.__init__()
 
 
-def _identity(obj):
+def _identity(obj, values: Dict):
     """Hashable identity of a call argument: float tensors by storage, shape, strides,
     version and whether they require grad (the very same data, unmodified; a view with
     the same layout passes its gradient to the same storage); integer and bool tensors
-    (masks, lengths: recomputed by every forward) by value; containers element-wise."""
+    (masks, lengths: recomputed by every forward) by value, read from the device once per
+    tensor (``values``, the step's cache); containers element-wise."""
     if isinstance(obj, torch.Tensor):
+        layout = (obj.data_ptr(), tuple(obj.shape), obj.stride(), obj._version, obj.dtype, obj.device)
         if not (obj.is_floating_point() or obj.is_complex()):
-            return ("value", obj.dtype, tuple(obj.shape), obj.device, obj.detach().cpu().numpy().tobytes())
-        return ("tensor", obj.data_ptr(), tuple(obj.shape), obj.stride(), obj._version, obj.dtype,
-                obj.device, obj.requires_grad)
+            if layout not in values:
+                values[layout] = (obj, obj.detach().cpu().numpy().tobytes())  # held: the layout stays unique
+            return ("value", obj.dtype, tuple(obj.shape), obj.device, values[layout][1])
+        return ("tensor", *layout, obj.requires_grad)
     if isinstance(obj, (tuple, list)):
-        return (type(obj).__name__, *(_identity(o) for o in obj))
+        return (type(obj).__name__, *(_identity(o, values) for o in obj))
     if isinstance(obj, dict):
-        return ("dict", *((k, _identity(v)) for k, v in sorted(obj.items())))
+        return ("dict", *((k, _identity(v, values)) for k, v in sorted(obj.items())))
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return ("object", id(obj))
@@ -498,8 +541,10 @@ class _SharedCall:
         memo = self._shared_calls.memo
         if memo is None:
             return super().forward(*args, **kwargs)
-        key = (id(self), active_configuration(self), self.training, torch.is_grad_enabled(),
-               _identity(args), _identity(kwargs))
+        values = memo.setdefault("values", {})
+        autocast = tuple((torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cpu", "cuda"))
+        key = (id(self), active_configuration(self), self.training, torch.is_grad_enabled(), autocast,
+               _identity(args, values), _identity(kwargs, values))
         hit = memo.get(key)
         if hit is not None:
             out, versions, updates, _ = hit

@@ -149,6 +149,8 @@ class AllInOneASRModel(ESPnetASRModel):
             raise NotImplementedError("allinone supports CTC/attention models only")
         if getattr(self, "aux_ctc", None):
             raise NotImplementedError("allinone does not support aux_ctc")
+        if self.interctc_weight != 0.0 and self.ctc_weight == 0.0:
+            raise ValueError("interctc_weight > 0 needs ctc_weight > 0 (a CTC branch to interpolate with)")
         if subnet_sampling not in ("sandwich", "all"):
             raise ValueError(f"subnet_sampling must be sandwich|all: {subnet_sampling}")
         if num_random_subnets < 0:
@@ -302,6 +304,7 @@ class AllInOneASRModel(ESPnetASRModel):
                         stats[f"cer_interctc_layer{layer}"] = cer_ic
                     loss_inter = loss_inter / len(intermediate)
                     loss_ctc = (1 - self.interctc_weight) * loss_ctc + self.interctc_weight * loss_inter
+            stats.update(loss_att=None, acc=None, cer=None, wer=None)  # ESPnet's keys, also at ctc_weight 1
             if self.ctc_weight != 1.0:
                 # text_lengths is cloned: ESPnet increments it in place for a language token
                 loss_att, stats["acc"], stats["cer"], stats["wer"] = self._calc_att_loss(

@@ -136,6 +136,12 @@ class SubnetSpace:
     def names(self) -> List[str]:
         return [s.name for s in self.subnets]
 
+    @property
+    def float_baseline(self) -> SubnetSpec:
+        """The uncompressed system the subnets are compared with: the largest depth and
+        width at 32 bits (e.g. ``12-2048-32bit``; it need not be in the space)."""
+        return SubnetSpec(self.largest.depth, self.largest.width, FULL_PRECISION)
+
     def __len__(self) -> int:
         return len(self.subnets)
 

@@ -178,7 +178,7 @@ def test_fail_on_bad_audio_gives_a_nonzero_exit_status(decoded, model):
 def test_bad_segments_line_names_the_file(tmp_path):
     d = _write_set(tmp_path / "s", [("reco1", "x.wav")])
     (d / "segments").write_text("u1 reco2 0 1\n")
-    with pytest.raises(ValueError, match=r"segments: bad line for u1"):
+    with pytest.raises(ValueError, match=r"segments: u1 is cut from reco2, which wav.scp does not list"):
         DataDirAudio(d, FS)
 
 

@@ -91,3 +91,69 @@ def test_pack_state_round_trip_is_exact():
         unpack_state({**blob, "format": "other/1"})
     with pytest.raises(ValueError, match="only float32"):
         pack_state({"x": torch.zeros(2, dtype=torch.float64)}, {})
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+def test_sort_units_keeps_the_function_and_orders_by_importance(kind):
+    from espnet_allinone.elastic import sort_units
+
+    torch.manual_seed(0)
+    if kind == "linear":
+        first, second, x = torch.nn.Linear(6, 10), torch.nn.Linear(10, 4), torch.randn(3, 6)
+    else:
+        first, second, x = torch.nn.Conv1d(6, 10, 3, padding=1), torch.nn.Conv1d(10, 4, 1), torch.randn(3, 6, 7)
+    with torch.no_grad():
+        first.weight.mul_(torch.linspace(0.1, 2, 10).reshape(-1, *([1] * (first.weight.dim() - 1))))
+    pair = torch.nn.Sequential(first, torch.nn.ReLU(), second)
+    with torch.no_grad():
+        before = pair(x)
+        order = sort_units(first, second)
+        after = pair(x)
+    assert torch.allclose(before, after, atol=1e-6)
+    assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
+    w1, w2 = first.weight.reshape(10, -1), second.weight.transpose(0, 1).reshape(10, -1)
+    importance = w1.norm(dim=1) * w2.norm(dim=1)
+    assert torch.all(importance[:-1] >= importance[1:])
+
+
+def test_conformer_sort_ffn_units_keeps_the_largest_float_subnet():
+    from tests.conftest import batch, make_encoder
+
+    enc = make_encoder(grid=dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[32]))
+    enc.eval()
+    x, xl, _, _ = batch()
+    with torch.no_grad():
+        before = enc(x, xl)[0]
+        enc.sort_ffn_units()
+        assert torch.allclose(enc(x, xl)[0], before, atol=1e-5)
+    pairs = list(enc.ffn_pairs())
+    assert len(pairs) == 2 * 3  # macaron: two FFNs per block
+    for first, second in pairs:
+        importance = first.weight.norm(dim=1) * second.weight.norm(dim=0)
+        assert torch.all(importance[:-1] >= importance[1:])
+
+
+def test_shared_calls_memo_is_per_thread_and_closed_after_the_step():
+    """DataParallel replicas share the SharedCalls object and run in threads: each keeps
+    its own memo, and none is left open after its step."""
+    import threading
+
+    from espnet_allinone.elastic import SharedCalls
+
+    calls = SharedCalls()
+    seen, barrier = {}, threading.Barrier(2)
+
+    def step(name):
+        with calls.open() as memo:
+            memo[name] = True
+            barrier.wait()  # both steps open at once
+            seen[name] = dict(calls.memo)
+        seen[name + "_after"] = calls.memo
+
+    threads = [threading.Thread(target=step, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"] == {"a": True} and seen["b"] == {"b": True}
+    assert seen["a_after"] is None and seen["b_after"] is None and calls.memo is None

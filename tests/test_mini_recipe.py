@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jiwer
 import pytest
+
+from espnet_allinone.data.kaldi import read_text
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs2" / "mini_allinone" / "asr1"
 
@@ -44,8 +47,17 @@ def test_mini_recipe_end_to_end(tmp_path):
     assert len(rows) == 2
     for row in rows:
         cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
-        for key in ["WER dev [%]", "WER test [%]", "WER test_unseen [%]", "Avg. [%]", "RTF"]:
-            assert float(cells[key]) >= 0, (key, row)
+        for split in ["dev", "test", "test_unseen"]:
+            # the printed WER is the hypotheses' error rate: jiwer's Levenshtein count on the
+            # decoded files agrees with the report's sclite count within one word error
+            ref = read_text(recipe / "data" / split / "text")
+            hyp = read_text(exp / "decode" / cells["Architecture"] / split / "text")
+            keys = sorted(ref)
+            words = sum(len(ref[k].split()) for k in keys)
+            errors = sum(jiwer.process_words(ref[k], hyp.get(k, "") or "<empty>").wer * len(ref[k].split())
+                         for k in keys)
+            assert abs(float(cells[f"WER {split} [%]"]) - 100 * errors / words) <= 100 / words + 0.05, split
+        assert float(cells["RTF"]) > 0
     assert "| 1-32-4bit |" in (exp / "RESULTS.md").read_text()
     assert (exp / "wer_vs_size.png").stat().st_size > 1000
     assert (exp / "results.csv").exists()

@@ -45,7 +45,7 @@ def test_features_computed_once_per_batch():
     assert len(calls) == 1
 
 
-def _stock_twin(model, spec):
+def _stock_twin(model, spec, encoder_conf=None):
     """A stock ESPnetASRModel computing float subnet ``spec`` of ``model``: a stock
     ConformerEncoder of its depth and width holding the sliced shared weights, and
     the model's own CTC and decoder weights."""
@@ -55,14 +55,16 @@ def _stock_twin(model, spec):
     from tests.conftest import IDIM, TINY
     from tests.test_conformer_encoder import _sliced_stock_state
 
-    enc = ConformerEncoder(IDIM, **{**TINY, "num_blocks": spec.depth, "linear_units": spec.width})
+    conf = {**TINY, **(encoder_conf or {}), "num_blocks": spec.depth, "linear_units": spec.width}
+    conf["interctc_layer_idx"] = [i for i in conf.get("interctc_layer_idx", []) if i < spec.depth]
+    enc = ConformerEncoder(IDIM, **conf)
     with model.encoder.using_subnet(spec):
         enc.load_state_dict(_sliced_stock_state(model.encoder, spec), strict=True)
     twin = ESPnetASRModel(
         vocab_size=model.vocab_size, token_list=model.token_list, frontend=None, specaug=None,
         normalize=None, preencoder=None, encoder=enc, postencoder=None,
         decoder=copy.deepcopy(model.decoder), ctc=copy.deepcopy(model.ctc), joint_network=None,
-        ctc_weight=model.ctc_weight,
+        ctc_weight=model.ctc_weight, interctc_weight=model.interctc_weight,
     )
     return twin.eval()
 
@@ -72,36 +74,53 @@ def _posteriors(model, x, xl, y, yl):
     from espnet.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
 
     enc, lens = model.encode(x, xl)
+    if isinstance(enc, tuple):  # (final, intermediate outputs)
+        enc = enc[0]
+    if model.decoder is None:  # ctc_weight 1: ESPnet builds no decoder
+        return model.ctc.log_softmax(enc), lens, None
     ys_in, _ = add_sos_eos(y, model.sos, model.eos, model.ignore_id)
     dec, _ = model.decoder(enc, lens, ys_in, yl + 1)
     return model.ctc.log_softmax(enc), lens, dec.log_softmax(-1)
 
 
-def test_loss_is_eq4():
+@pytest.mark.parametrize(
+    "model_conf,encoder_conf",
+    [
+        (dict(ctc_weight=0.3), {}),
+        (dict(ctc_weight=1.0), {}),
+        (dict(ctc_weight=0.3, interctc_weight=0.5), dict(interctc_layer_idx=[1])),
+    ],
+    ids=["hybrid", "ctc-only", "intermediate-ctc"],
+)
+def test_loss_is_eq4(model_conf, encoder_conf):
     """Eq. 4 against stock ESPnet: each L_i is the loss of a stock ESPnetASRModel of that
     subnet's size (sliced weights), each KL_i is computed from those stock models'
     posteriors, and L = L_max + sum_i lambda1_i L_i + lambda2_i KL_i (footnote 4)."""
-    enc = make_encoder(grid=dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[32]))
-    model = make_model(enc, subnet_sampling="all", lambda_preset="conformer")
+    grid = dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[32])
+    enc = make_encoder(grid=grid, **encoder_conf)
+    model = make_model(enc, subnet_sampling="all", lambda_preset="conformer", **model_conf)
     model.eval()  # deterministic (no dropout)
     x, xl, y, yl = batch()
+    y[1, int(yl[1]):] = -1  # padded as ESPnet's collate pads text
     with torch.no_grad():
         loss, stats, _ = model(x, xl, y.clone(), yl)
         space = model.encoder.subnet_space
-        twins = {s: _stock_twin(model, s) for s in space}
-        ref_ctc, ref_lens, ref_att = _posteriors(twins[space.largest], x, xl, y, yl)
+        twins = {s: _stock_twin(model, s, encoder_conf) for s in space}
+        y_ids = y.masked_fill(y == -1, model.ignore_id)  # what ESPnet's forward feeds the decoder
+        ref_ctc, ref_lens, ref_att = _posteriors(twins[space.largest], x, xl, y_ids, yl)
         expected = twins[space.largest](x, xl, y.clone(), yl)[0]
         for s in space:
             if s == space.largest:
                 continue
             loss_i = twins[s](x, xl, y.clone(), yl)[0]
             assert torch.allclose(stats[f"loss_{s}"], loss_i, rtol=1e-5), s
-            ctc, lens, att = _posteriors(twins[s], x, xl, y, yl)
+            ctc, lens, att = _posteriors(twins[s], x, xl, y_ids, yl)
             assert torch.equal(lens, ref_lens)
             kl_ctc = sum((ref_ctc[b, :n].exp() * (ref_ctc[b, :n] - ctc[b, :n])).sum()
                          for b, n in enumerate(lens.tolist())) / len(xl)
-            kl_att = sum((ref_att[b, :n].exp() * (ref_att[b, :n] - att[b, :n])).sum()
-                         for b, n in enumerate((yl + 1).tolist())) / len(xl)
+            kl_att = 0.0 if att is None else sum(
+                (ref_att[b, :n].exp() * (ref_att[b, :n] - att[b, :n])).sum() for b, n in enumerate((yl + 1).tolist())
+            ) / len(xl)
             kl = model.ctc_weight * kl_ctc + (1 - model.ctc_weight) * kl_att
             lam1, lam2 = (0.8, 0.2) if s.depth < space.largest.depth else (1.0, 1.0)
             assert model.lambdas[s] == (lam1, lam2)

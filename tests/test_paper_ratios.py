@@ -43,7 +43,8 @@ TABLE2 = {
     "8-1024-8bit": (8.2, 15),  # misprint: 9.2 (see module docstring)
     "8-1024-4bit": (18.4, 15),
 }
-TABLE2_MISPRINTS = {"8-1024-8bit": 9.2}
+# the paper's own value this entry must have: half its 4-bit twin's (8-1024-4bit, 18.4x)
+TABLE2_MISPRINTS = {"8-1024-8bit": "8-1024-4bit"}
 
 # Table 4, Sys. 1K..8K ("Comp. Ratio")
 TABLE4 = {
@@ -56,7 +57,6 @@ TABLE4 = {
     "11-2560-8bit": 3.53,
     "11-2560-6bit": 4.22,
 }
-TABLE4_EXACT = {"12-2560-8bit"}
 
 
 @pytest.fixture(scope="module", params=[80, 83], ids=["fbank80", "fbank83+pitch"])
@@ -87,7 +87,9 @@ def swbd_conformer(request):
 @pytest.mark.parametrize("name", list(TABLE2))
 def test_conformer_ratio_matches_table2(swbd_conformer, name):
     want, params_m = TABLE2[name]
-    want = TABLE2_MISPRINTS.get(name, want)
+    if name in TABLE2_MISPRINTS:  # all of the Conformer encoder is quantized: 8 bits = 2 x 4 bits
+        want = round(TABLE2[TABLE2_MISPRINTS[name]][0] / 2, 1)
+        assert want != TABLE2[name][0]
     assert round(swbd_conformer.compression_ratio(name), 1) == want
     assert round(swbd_conformer.subnet_size(name).params / 1e6) == params_m
 
@@ -138,8 +140,8 @@ def test_wav2vec2_ratio_matches_table4(wav2vec2_base):
     assert round(wav2vec2_base.subnet_size("12-3072-32bit").params / 1e6) == 94  # Sys. 0
     got = {n: wav2vec2_base.compression_ratio(n) for n in TABLE4}
     for name, want in TABLE4.items():
-        assert abs(got[name] - want) <= 0.02, (name, got[name], want)
-    assert {n for n in TABLE4 if round(got[n], 2) == TABLE4[n]} == TABLE4_EXACT
+        # the module docstring's finding: equal to two decimals or at most 0.02 above
+        assert want - 0.005 <= got[name] <= want + 0.02, (name, got[name], want)
     # the order of the paper's column is kept: more compression, larger ratio
     assert sorted(TABLE4, key=got.get) == sorted(TABLE4, key=TABLE4.get)
 

@@ -118,16 +118,31 @@ def test_wer_per_set_and_pooled_average(results):
     assert float(rows["8"]["wer_avg"]) == pytest.approx(pooled)
 
 
-def test_sizes_and_ratios_come_from_the_encoder(results):
-    from espnet2.tasks.asr import ASRTask
+def test_sizes_and_ratios_match_stock_encoders_of_each_shape(results):
+    """#Params = a stock ConformerEncoder of the subnet's depth and width; ratio = 32-bit
+    storage of the largest stock encoder over the paper's count of the subnet (every
+    parameter of a module with quantized weights at the subnet's bits: all but the final
+    LayerNorm here)."""
+    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
-    tmp, _, rows, _ = results
-    model, _ = ASRTask.build_model_from_file(tmp / "K" / "config.yaml", None, "cpu")
+    _, _, rows, _ = results
+    conf = {k: v for k, v in CONFIG["encoder_conf"].items() if not k.startswith("subnet_")}
+
+    def stock(depth, width):
+        return ConformerEncoder(20, **{**conf, "num_blocks": depth, "linear_units": width})
+
+    largest = sum(p.numel() for p in stock(2, 32).parameters())
     for name in SUBNETS:
+        depth, width, bits = (int(x) for x in name.replace("bit", "").split("-"))
+        enc = stock(depth, width)
+        params = sum(p.numel() for p in enc.parameters())
+        after_norm = sum(p.numel() for p in enc.after_norm.parameters())
         row = next(r for r in rows.values() if r["subnet"] == name and r["sys"].endswith("K"))
-        assert float(row["ratio"]) == pytest.approx(model.encoder.compression_ratio(name))
-        assert int(row["params"]) == model.encoder.subnet_size(name).params
+        assert int(row["params"]) == params, name
+        paper_bits = bits * (params - after_norm) + 32 * after_norm
+        assert float(row["ratio"]) == pytest.approx(32 * largest / paper_bits, rel=1e-3), name
     assert float(rows["0"]["ratio"]) == 1.0
+    assert int(rows["0"]["params"]) == largest
 
 
 def test_marks_follow_mapsswe(results):

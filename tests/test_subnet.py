@@ -113,3 +113,15 @@ def test_attributes_compressed():
     space = SubnetSpace(depths=[8, 12], widths=[1024, 2048], bits=[4, 8])
     assert list(space.attributes_compressed(SubnetSpec(12, 2048, 8))) == []
     assert list(space.attributes_compressed(SubnetSpec(8, 2048, 4))) == ["depth", "bits"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,want",
+    [
+        (dict(depths=[8, 12], widths=[1024, 2048], bits=[4, 8]), "12-2048-32bit"),
+        (dict(depths=[4, 6], widths=[288, 576], bits=[32]), "6-576-32bit"),
+    ],
+)
+def test_float_baseline_is_the_largest_shape_at_32_bits(kwargs, want):
+    space = SubnetSpace(**kwargs)
+    assert space.float_baseline == SubnetSpec.parse(want)

@@ -41,23 +41,24 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from espnet_allinone.data.kaldi import read_table
 from espnet_allinone.fileio import write_text_atomic
 
 TEXT, FAILED, DONE = "text", "failed", "rtf"
 
 
 def _ids(path: Path) -> Optional[List[str]]:
-    if not path.exists():
+    """Utterance ids of a hypothesis file; None if absent or not a table (redo the set)."""
+    try:
+        return list(read_table(path))
+    except (FileNotFoundError, ValueError):
         return None
-    return [line.split(maxsplit=1)[0] for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_failures(out: Path) -> Dict[str, str]:
     """{utt: reason} of a decoded set's ``failed`` file."""
     path = out / FAILED
-    if not path.exists():
-        return {}
-    return dict(line.split(" ", 1) for line in path.read_text().splitlines() if line.strip())
+    return read_table(path) if path.exists() else {}
 
 
 def is_done(out: Path, keys: List[str]) -> bool:

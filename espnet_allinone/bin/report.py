@@ -154,8 +154,7 @@ def build_systems(args, sets: List[str]) -> List[System]:
 
     systems = []
     if args.baseline_decode_dir:
-        largest = encoder.subnet_space.largest
-        arch = SubnetSpec.parse(args.baseline_name or f"{largest.depth}-{largest.width}-32bit")
+        arch = SubnetSpec.parse(args.baseline_name) if args.baseline_name else encoder.subnet_space.float_baseline
         params, mb, ratio = _size(encoder, arch)
         systems.append(System("0", arch, "baseline", params=params, size_mb=mb, ratio=ratio,
                               train_time=times.get("baseline"),

@@ -25,6 +25,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from espnet_allinone.data.kaldi import read_segments, read_table
+
 
 class BadAudio(Exception):
     """An utterance that cannot be decoded: a data problem, not a bug."""
@@ -74,22 +76,15 @@ class DataDirAudio:
     """
 
     def __init__(self, data_dir, fs: int):
-        from espnet2.fileio.read_text import read_2columns_text
-
         self.data_dir, self.fs = Path(data_dir), int(fs)
-        self.wav_scp = read_2columns_text(self.data_dir / "wav.scp")
+        self.wav_scp = read_table(self.data_dir / "wav.scp")
         self.segments: Optional[Dict[str, Tuple[str, float, float]]] = None
         seg_file = self.data_dir / "segments"
         if seg_file.exists():
-            self.segments = {}
-            for utt, value in read_2columns_text(seg_file).items():
-                fields = value.split()
-                if len(fields) != 3 or fields[0] not in self.wav_scp:
-                    raise ValueError(
-                        f"{seg_file}: bad line for {utt}: {value!r} (expected "
-                        "'<utt> <recording in wav.scp> <start> <end>')"
-                    )
-                self.segments[utt] = (fields[0], float(fields[1]), float(fields[2]))
+            self.segments = read_segments(seg_file)
+            for utt, (reco, _, _) in self.segments.items():
+                if reco not in self.wav_scp:
+                    raise ValueError(f"{seg_file}: {utt} is cut from {reco}, which wav.scp does not list")
         self._cached: Tuple[Optional[str], Optional[Tuple[np.ndarray, int]]] = (None, None)
 
     def keys(self) -> List[str]:

@@ -8,7 +8,7 @@ export all go through these two functions.
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import torch
 
@@ -17,8 +17,10 @@ from espnet_allinone.elastic import (
     ElasticWeight,
     SharedCalls,
     SubnetBatchNorm1d,
+    make_elastic,
     reusing_quantized_weights,
     share_calls,
+    sort_units,
 )
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
 
@@ -105,14 +107,38 @@ def is_allinone_encoder(module: Any) -> bool:
 class AllInOneEncoderMixin:
     """Subnet selection for encoders built from ``elastic`` layers.
 
-    A subclass sets ``self.subnet_space``, implements :attr:`elastic_layers` (the
-    :class:`ElasticDepth` container whose first ``depth`` blocks run) and
-    :meth:`subnet_modules`, may mark modules whose calls a step's subnets share
-    (:meth:`share_calls_of`), and calls :meth:`set_subnet` once at the end of its
-    constructor.
+    A subclass calls :meth:`init_subnet_space` in its constructor, implements
+    :attr:`elastic_layers` (the :class:`ElasticDepth` container whose first ``depth``
+    blocks run), :meth:`subnet_modules` and :meth:`ffn_pairs`, may mark modules whose
+    calls a step's subnets share (:meth:`share_calls_of`), and calls :meth:`set_subnet`
+    once at the end of its constructor.
     """
 
     subnet_space: SubnetSpace
+
+    def init_subnet_space(self, space: SubnetSpace, parts: Dict[str, torch.nn.Module]):
+        """Hold ``space``: its table travels with the checkpoint (a buffer checked by
+        AllInOneASRModel.load_state_dict); every Linear/Conv below ``parts`` (name prefix ->
+        module) becomes elastic at the space's bit-widths; each :meth:`ffn_pairs` pair is
+        sliced along its hidden units (``out`` of the first layer, ``in`` of the second)."""
+        self.subnet_space = space
+        self.register_buffer("subnet_space_table", space.table())
+        bits = sorted({s.bits for s in space})
+        for prefix, part in parts.items():
+            make_elastic(part, bits, prefix)
+        for first, second in self.ffn_pairs():
+            first.width_axis, second.width_axis = "out", "in"
+
+    def ffn_pairs(self) -> Iterable[Tuple[ElasticWeight, ElasticWeight]]:
+        """(first, second) layer of every FFN whose hidden units the width slices."""
+        raise NotImplementedError
+
+    def sort_ffn_units(self):
+        """Order every FFN's hidden units by L2 importance (paper footnote 1,
+        :func:`~espnet_allinone.elastic.sort_units`): same function, and a width-W subnet
+        keeps the W most important units of pretrained weights."""
+        for first, second in self.ffn_pairs():
+            sort_units(first, second)
 
     @property
     def elastic_layers(self) -> ElasticDepth:

@@ -8,7 +8,7 @@ from espnet.nets.pytorch_backend.transformer.repeat import MultiSequential
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from typeguard import typechecked
 
-from espnet_allinone.elastic import ElasticDepth, SubnetBatchNorm1d, make_elastic
+from espnet_allinone.elastic import ElasticDepth, SubnetBatchNorm1d
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
 from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
@@ -48,7 +48,9 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
     :meth:`sharing_prefixes`, subnets forwarded on the same input share the
     subsampling output (equal bits) and the output of the first k blocks (equal
     width and bits: depth only truncates); in eval mode the outputs are
-    bit-identical, in training the shared part draws its dropout masks once.
+    bit-identical, in training the shared part draws its dropout masks once. With
+    ``interctc_use_conditioning`` the blocks after the first conditioned layer are
+    not shared (the conditioning adds a new tensor per subnet).
     """
 
     @typechecked
@@ -63,7 +65,7 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
     ):
         super().__init__(input_size, **conformer_conf)
         blocks = list(self.encoders._modules.values())
-        self.subnet_space = SubnetSpace(
+        space = SubnetSpace(
             subnets,
             subnet_depths,
             subnet_widths,
@@ -71,8 +73,7 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
             num_blocks=len(blocks),
             linear_units=blocks[0].feed_forward.w_1.weight.size(0),
         )
-        # the space travels with the checkpoint (see AllInOneASRModel.load_state_dict)
-        self.register_buffer("subnet_space_table", self.subnet_space.table())
+        self.init_subnet_space(space, {"embed.": self.embed, "encoders.": self.encoders})
         shallow = min(s.depth for s in self.subnet_space)
         if any(i >= shallow for i in self.interctc_layer_idx):
             logging.warning(
@@ -80,14 +81,8 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                 f"{shallow} have no intermediate output at layers >= {shallow}, so their "
                 "loss has fewer (or no) intermediate-CTC terms"
             )
-        bits = sorted({s.bits for s in self.subnet_space})
-        make_elastic(self.embed, bits, "embed.")
-        make_elastic(self.encoders, bits, "encoders.")
         self.encoders = ElasticMultiSequential.from_multisequential(self.encoders)
         for block in self.encoders._modules.values():
-            for ffn in (block.feed_forward, block.feed_forward_macaron):
-                if ffn is not None:
-                    ffn.w_1.width_axis, ffn.w_2.width_axis = "out", "in"
             if block.conv_module is not None:
                 block.conv_module.norm = SubnetBatchNorm1d.from_batchnorm(
                     block.conv_module.norm, list(self.subnet_space)
@@ -96,6 +91,12 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         # subsampling (equal bits) and block calls (equal inputs, width and bits)
         self.share_calls_of(self.embed, *self.encoders._modules.values())
         self.set_subnet(None)
+
+    def ffn_pairs(self):
+        for block in self.encoders._modules.values():  # every block, whatever the active depth
+            for ffn in (block.feed_forward, block.feed_forward_macaron):
+                if ffn is not None:
+                    yield ffn.w_1, ffn.w_2
 
     @property
     def elastic_layers(self) -> "ElasticMultiSequential":

@@ -12,7 +12,7 @@ import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from typeguard import typechecked
 
-from espnet_allinone.elastic import ElasticModuleList, make_elastic
+from espnet_allinone.elastic import ElasticModuleList
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
@@ -49,29 +49,6 @@ def load_wav2vec2(name_or_dir: str, weights: bool = True, **config_overrides: An
     return Wav2Vec2Model.from_pretrained(name_or_dir, config=config, dtype=torch.float32)
 
 
-@torch.no_grad()
-def sort_ffn_units(ffn: torch.nn.Module) -> torch.Tensor:
-    """Reorder a Wav2Vec2FeedForward's intermediate units by decreasing L2 importance.
-
-    A unit's importance is the L2 norm of its row of ``intermediate_dense`` times that
-    of its column of ``output_dense`` (paper footnote 1: rows/columns of small L2 norm
-    matter least), so the first W units are the W most important ones. The FFN
-    computes the same function afterwards.
-
-    Returns:
-        (intermediate_size,) the permutation applied (new unit i = old unit order[i]).
-    """
-    w1, b1 = ffn.intermediate_dense.weight, ffn.intermediate_dense.bias
-    w2 = ffn.output_dense.weight
-    importance = w1.norm(dim=1) * w2.norm(dim=0)
-    order = importance.argsort(descending=True, stable=True)
-    w1.copy_(w1[order])
-    if b1 is not None:
-        b1.copy_(b1[order])
-    w2.copy_(w2[:, order])
-    return order
-
-
 def valid_mask(lengths: torch.Tensor, maxlen: int) -> torch.Tensor:
     """(B,) lengths -> (B, maxlen) bool, True on valid positions.
 
@@ -100,7 +77,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
 
     A subnet ``DEPTH-WIDTH-BITSbit`` runs the first ``DEPTH`` Transformer layers, the
     first ``WIDTH`` FFN intermediate units of each (sliced; at construction the units
-    are sorted by L2 importance, see :func:`sort_ffn_units`) and fake-quantizes every
+    are sorted by L2 importance, see :meth:`sort_ffn_units`) and fake-quantizes every
     Linear weight of those layers (attention projections and FFN) to ``BITS``. The CNN
     feature extractor, the feature projection and the positional convolution stay
     float in every subnet. Parameter names are the HF model's under ``wav2vec2.``.
@@ -183,7 +160,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
             self.wav2vec2.freeze_feature_encoder()
 
         config = self.wav2vec2.config
-        self.subnet_space = SubnetSpace(
+        space = SubnetSpace(
             subnets,
             subnet_depths,
             subnet_widths,
@@ -192,19 +169,19 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
             linear_units=config.intermediate_size,
         )
         encoder = self.wav2vec2.encoder
-        bits = sorted({s.bits for s in self.subnet_space})
-        for i, layer in enumerate(encoder.layers):
-            if ffn_order == "l2" and load_weights:
-                sort_ffn_units(layer.feed_forward)
-            make_elastic(layer, bits, f"wav2vec2.encoder.layers.{i}.")
-            ffn = layer.feed_forward
-            ffn.intermediate_dense.width_axis, ffn.output_dense.width_axis = "out", "in"
+        self.init_subnet_space(
+            space, {f"wav2vec2.encoder.layers.{i}.": layer for i, layer in enumerate(encoder.layers)}
+        )
+        if ffn_order == "l2" and load_weights:
+            self.sort_ffn_units()
         # HF's encoder loops `for layer in self.layers`: iterating ElasticModuleList
         # yields the subnet's first DEPTH layers; the state-dict keys stay `layers.<i>.`.
         encoder.layers = ElasticModuleList(encoder.layers)
-        # the space travels with the checkpoint (see AllInOneASRModel.load_state_dict)
-        self.register_buffer("subnet_space_table", self.subnet_space.table())
         self.set_subnet(None)
+
+    def ffn_pairs(self):
+        for layer in self.wav2vec2.encoder.layers._modules.values():
+            yield layer.feed_forward.intermediate_dense, layer.feed_forward.output_dense
 
     def output_size(self) -> int:
         return self.wav2vec2.config.hidden_size

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
+from espnet_allinone.data import kaldi
+from espnet_allinone.data.kaldi import read_text
 from espnet_allinone.scoring.sclite import find_sctk, parse_dtl
-from espnet_allinone.scoring.wer import WER, read_text
+from espnet_allinone.scoring.wer import WER
 
 PathLike = Union[str, Path]
 
@@ -54,13 +56,8 @@ def filter_words(words: Iterable[str]) -> List[str]:
 
 
 def read_segments(data_dir: PathLike) -> Dict[str, Tuple[str, float, float]]:
-    """Kaldi ``segments``: {utt: (recording, start, end)}."""
-    out = {}
-    for line in (Path(data_dir) / "segments").read_text().splitlines():
-        if line.strip():
-            utt, reco, start, end = line.split()[:4]
-            out[utt] = (reco, float(start), float(end))
-    return out
+    """Kaldi ``segments`` of ``data_dir``: {utt: (recording, start, end)}."""
+    return kaldi.read_segments(Path(data_dir) / "segments")
 
 
 def file_and_channel(data_dir: PathLike) -> Dict[str, Tuple[str, str]]:
@@ -69,8 +66,7 @@ def file_and_channel(data_dir: PathLike) -> Dict[str, Tuple[str, str]]:
     of ``local/cts_stm_data_prep.sh`` and of ESPnet's swbd data preparation."""
     path = Path(data_dir) / "reco2file_and_channel"
     if path.exists():
-        return {r: (f, c) for r, f, c in (ln.split()[:3] for ln in path.read_text().splitlines()
-                                          if ln.strip())}
+        return {r: tuple(v.split()[:2]) for r, v in kaldi.read_table(path).items()}
     recos = {reco for reco, _, _ in read_segments(data_dir).values()}
     return {r: tuple(r.rsplit("-", 1)) for r in recos}
 

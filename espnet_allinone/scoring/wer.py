@@ -12,19 +12,12 @@ from typing import Dict, Union
 
 import jiwer
 
+from espnet_allinone.data.kaldi import read_text
 from espnet_allinone.scoring.sclite import find_sctk, parse_dtl, run_sclite
 
+__all__ = ["BACKENDS", "WER", "read_text", "resolve_backend", "score", "score_files"]
+
 BACKENDS = ("auto", "sclite", "jiwer")
-
-
-def read_text(path: Union[str, Path]) -> Dict[str, str]:
-    """``utt_id transcript`` lines -> {utt_id: transcript} (empty transcripts kept)."""
-    out = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            key, _, words = line.strip().partition(" ")
-            out[key] = " ".join(words.split())
-    return out
 
 
 @dataclass(frozen=True)

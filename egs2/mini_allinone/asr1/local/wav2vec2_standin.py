@@ -34,14 +34,13 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
+from espnet_allinone.data.kaldi import read_table
+
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "|"]  # HF's wav2vec2 CTC vocabulary layout
 
 
 def read_dir(d: Path, limit: int = 0) -> List[Tuple[str, str, str]]:
-    wavs = dict(line.split(maxsplit=1) for line in (d / "wav.scp").read_text().splitlines() if line.strip())
-    texts = dict(
-        (line.split(maxsplit=1) + [""])[:2] for line in (d / "text").read_text().splitlines() if line.strip()
-    )
+    wavs, texts = read_table(d / "wav.scp"), read_table(d / "text")
     items = [(k, wavs[k], texts[k]) for k in sorted(wavs) if k in texts]
     return items[:limit] if limit else items
 
