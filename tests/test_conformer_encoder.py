@@ -235,34 +235,15 @@ def _block_calls(enc):
     return calls
 
 
-@pytest.mark.parametrize("conf", [dict(), dict(input_layer="linear"), dict(use_cnn_module=False)], ids=str)
+@pytest.mark.parametrize(
+    "conf",
+    [dict(), dict(input_layer="linear"), dict(use_cnn_module=False), dict(interctc_layer_idx=[1, 2])],
+    ids=str,
+)
 def test_sharing_prefixes_same_outputs_and_less_compute(conf):
+    """Stock ConformerEncoder.forward inside sharing_prefixes: every output (intermediate
+    CTC ones included) is that of the subnet alone, and less is computed."""
     enc = make_encoder(**conf)
-    enc.eval()
-    x, xl, _, _ = batch()
-    with torch.no_grad():
-        alone = {}
-        for spec in enc.subnet_space:
-            enc.set_subnet(spec)
-            alone[spec] = enc(x, xl)
-        calls = _block_calls(enc)
-        with enc.sharing_prefixes():
-            for spec in enc.subnet_space:  # largest first, as the model does
-                enc.set_subnet(spec)
-                out, olens, _ = enc(x, xl)
-                assert torch.equal(out, alone[spec][0]), spec
-                assert torch.equal(olens, alone[spec][1])
-    # subsampling once per bit-width; blocks once per (width, bits): 3 + 3 blocks for
-    # width 32 and 16 at each of 2 bit-widths, the depth-2 subnets compute nothing new
-    assert calls.count(("embed",)) == 2
-    assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3
-    assert enc._prefix_cache is None  # the cache lives only inside the context
-
-
-def test_sharing_with_intermediate_ctc_same_outputs_and_less_compute():
-    """Stock ConformerEncoder.forward runs inside sharing_prefixes too: intermediate CTC
-    outputs are those of each subnet alone, and blocks are still computed once."""
-    enc = make_encoder(interctc_layer_idx=[1, 2])
     enc.eval()
     x, xl, _, _ = batch()
     with torch.no_grad():
@@ -272,14 +253,17 @@ def test_sharing_with_intermediate_ctc_same_outputs_and_less_compute():
             alone[spec] = _outputs(enc(x, xl))
         calls = _block_calls(enc)
         with enc.sharing_prefixes():
-            for spec in enc.subnet_space:
+            for spec in enc.subnet_space:  # largest first, as the model does
                 enc.set_subnet(spec)
                 got = _outputs(enc(x, xl))
                 assert len(got) == len(alone[spec])
                 for g, w in zip(got, alone[spec]):
                     assert torch.equal(g, w), spec
+    # subsampling once per bit-width; blocks once per (width, bits): 3 + 3 blocks for
+    # width 32 and 16 at each of 2 bit-widths, the depth-2 subnets compute nothing new
     assert calls.count(("embed",)) == 2
     assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3
+    assert enc._prefix_cache is None  # the cache lives only inside the context
 
 
 def test_sharing_in_training_draws_each_shared_dropout_mask_once():
