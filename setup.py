@@ -50,6 +50,9 @@ setup(
         "sentencepiece",
         "typeguard",
         "jiwer",
+        # torchaudio's ctc_decoder backend (lexicon + KenLM word LM: the recipes' default
+        # decoding); wheels exist up to CPython 3.12, newer ones would build from source
+        "flashlight-text; python_version < '3.13'",
     ],
     extras_require={
         "test": ["pytest", "ruff"],

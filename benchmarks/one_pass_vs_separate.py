@@ -265,7 +265,19 @@ class Benchmark:
     def decode_dir(self, label: str) -> Path:
         """Where the hypotheses of system ``label`` go."""
         sub = label if label in ("K", "A", "baseline") else f"separate/{label}"
-        return self.out / "decode" / sub
+        return self.dec / sub
+
+    @property
+    def dec(self) -> Path:
+        """Root of the hypotheses of ``--decode_config`` (``decode`` for the default)."""
+        return self.out / self.args.decode_name
+
+    def _named(self, name: str) -> Path:
+        """``name`` of the default decode config's outputs, ``<stem>_<decode_name><ext>`` otherwise."""
+        if self.args.decode_name == "decode":
+            return self.out / name
+        stem, dot, ext = name.partition(".")
+        return self.out / f"{stem}_{self.args.decode_name}{dot}{ext}"
 
     def decode(self, label: str):
         exp, conf = self.out / "exp" / label, self.configs[label]
@@ -285,7 +297,7 @@ class Benchmark:
                 run([PY, "-m", "espnet2.bin.asr_inference", "--config", str(self.recipe / self.args.decode_config),
                      "--asr_train_config", str(exp / "config.yaml"), "--asr_model_file", str(model_file(exp, conf)),
                      "--data_path_and_name_and_type", f"{self.data / t}/wav.scp,speech,sound",
-                     "--output_dir", str(raw), "--ngpu", str(self.args.ngpu)], self.out / "decode.log")
+                     "--output_dir", str(raw), "--ngpu", str(self.args.ngpu)], self._named("decode.log"))
                 shutil.copy(raw / "1best_recog/text", out / t / "text")
             return
         if label not in ("K", "A"):
@@ -295,7 +307,7 @@ class Benchmark:
              "--data_dir", *(str(self.data / t) for t in self.args.test_sets), "--subnets", "all",
              "--config", str(self.recipe / self.args.decode_config), "--output_dir", str(out),
              "--nj", str(self.args.nj), "--device", "cuda" if self.args.ngpu > 0 else "cpu"],
-            self.out / "decode.log")
+            self._named("decode.log"))
 
     def report(self, times: Dict[str, Dict]):
         train_times = {k: v["wall"] for k, v in times.items()}
@@ -303,19 +315,19 @@ class Benchmark:
         exp_k = self.out / "exp/K"
         cmd = [PY, "-m", "espnet_allinone.bin.report", "--asr_train_config", str(exp_k / "config.yaml"),
                "--asr_model_file", str(model_file(exp_k, self.configs["K"])),
-               "--decode_dir", str(self.out / "decode/K"),
+               "--decode_dir", str(self.dec / "K"),
                "--data_dir", *(str(self.data / t) for t in self.args.test_sets),
-               "--out_dir", str(self.out / "report"), "--label", "K",
-               "--other_allinone", f"A:{self.out}/exp/A/config.yaml:{self.out}/decode/A",
-               "--separate_decode_dir", str(self.out / "decode/separate"),
-               "--baseline_decode_dir", str(self.out / "decode/baseline"),
+               "--out_dir", str(self._named("report")), "--label", "K",
+               "--other_allinone", f"A:{self.out}/exp/A/config.yaml:{self.dec}/A",
+               "--separate_decode_dir", str(self.dec / "separate"),
+               "--baseline_decode_dir", str(self.dec / "baseline"),
                "--baseline_name", self.space.float_baseline.name,
                "--train_times", str(self.out / "train_times.json")]
         try:
-            run(cmd, self.out / "report.log")
-            print((self.out / "report/RESULTS.md").read_text())
+            run(cmd, self._named("report.log"))
+            print((self._named("report") / "RESULTS.md").read_text())
         except RuntimeError as e:  # the report CLI is the one place for the table
-            self.log(f"report CLI failed, see {self.out / 'report.log'}:\n{str(e)[-1500:]}")
+            self.log(f"report CLI failed, see {self._named('report.log')}:\n{str(e)[-1500:]}")
 
     def summary(self, times: Dict[str, Dict]) -> Dict:
         from espnet_allinone.scoring.wer import score_files  # as the report (sclite, else jiwer)
@@ -329,7 +341,7 @@ class Benchmark:
                 errors, words = errors + w.errors, words + w.words
             return 100.0 * errors / max(words, 1)
 
-        dec = self.out / "decode"
+        dec = self.dec
         wers = {name: {"K": wer(dec / "K" / name), "A": wer(dec / "A" / name),
                        "separate": wer(dec / "separate" / name)} for name in self.separate}
         base_wer = wer(dec / "baseline")
@@ -384,8 +396,8 @@ class Benchmark:
         lines.append("| largest subnet WER <= baseline | " + " | ".join(
             str(res[f"largest_le_baseline_{m}"]) for m in ("K", "A")) + " | True |")
         text = "\n".join(lines) + "\n"
-        (self.out / "summary.md").write_text(text)
-        (self.out / "summary.json").write_text(json.dumps(res, indent=1))
+        self._named("summary.md").write_text(text)
+        self._named("summary.json").write_text(json.dumps(res, indent=1))
         print(text)
         return res
 
@@ -407,6 +419,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--allinone_config", default="conf/train_asr_allinone_conformer.yaml")
     p.add_argument("--baseline_config", default="conf/tuning/train_asr_conformer_baseline.yaml")
     p.add_argument("--decode_config", default="conf/decode_asr.yaml")
+    p.add_argument("--decode_name", default="decode",
+                   help="hypotheses go to <out_dir>/<decode_name>, the report, summary and logs get the "
+                        "name as a suffix (another --decode_config of trained systems: e.g. decode_asr_greedy)")
     p.add_argument("--token_type", default="char")
     p.add_argument("--test_sets", nargs="+", default=["test"])
     p.add_argument("--scale", type=float, default=1.0,

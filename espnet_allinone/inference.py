@@ -1,16 +1,16 @@
-"""Decoding a chosen subnet with ESPnet's ``Speech2Text``: ``subnet`` and ``ctc_greedy``.
+"""Decoding a chosen subnet with ESPnet's ``Speech2Text``: ``subnet``, ``ctc_greedy``, ``ctc_lexicon_decoder``.
 
     from espnet_allinone.inference import Speech2Text
     s2t = Speech2Text(asr_train_config=..., asr_model_file=..., subnet="4-288-4bit")
     text, tokens, token_ids, hyp = s2t(speech)[0]
 
-:class:`Speech2Text` is ESPnet's with two more keywords; :func:`inference` and
-:func:`get_parser` are ESPnet's with ``--subnet`` and ``--ctc_greedy``. :func:`install`
-puts the three into ``espnet2.bin.asr_inference`` once (the plugin's import hook calls it
+:class:`Speech2Text` is ESPnet's with three more keywords; :func:`inference` and
+:func:`get_parser` are ESPnet's with ``--subnet``, ``--ctc_greedy`` and
+``--ctc_lexicon_decoder``. :func:`install` puts the three into ``espnet2.bin.asr_inference`` once (the plugin's import hook calls it
 when that module is imported), so ``python -m espnet2.bin.asr_inference --subnet ...``,
 as asr.sh starts it, and ``subnet:`` in a decode config select the subnet.
 
-Stock ``inference()`` builds ``Speech2Text`` from a fixed list of arguments; the two
+Stock ``inference()`` builds ``Speech2Text`` from a fixed list of arguments; the
 options reach it through a context variable set for the duration of one
 :func:`inference` call (re-entrant, per thread), not through module globals.
 """
@@ -20,11 +20,13 @@ import contextvars
 import logging
 from itertools import groupby
 from types import ModuleType
-from typing import Dict, Iterable, List, Optional, Union
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import espnet2.bin.asr_inference as _stock
 import torch
 from espnet.nets.beam_search import Hypothesis
+from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 
 from espnet_allinone.checkpoint import loading_model_file
@@ -70,6 +72,52 @@ def ctc_greedy_tokens(ctc, enc: torch.Tensor, blank_id: int = 0, exclude: Iterab
     return [t for t, _ in groupby(best) if t not in drop]
 
 
+class CTCLexiconDecoder:
+    """Lexicon-constrained CTC beam search with a word n-gram LM over a char token list.
+
+    torchaudio's ``ctc_decoder`` (flashlight-text's C++ ``LexiconDecoder``, KenLM for the
+    LM): hypotheses are sequences of lexicon words, ``<space>`` separates them.
+
+    Args:
+        token_list: the model's tokens; must hold ``<blank>`` and ``<space>`` (char tokens).
+        lexicon: file of ``<word> <tok> <tok> ...`` lines (``espnet_allinone.lang``).
+        **conf: the other keywords of ``torchaudio.models.decoder.ctc_decoder``: ``lm``
+            (ARPA or KenLM binary file; None = lexicon only), ``lm_weight``, ``word_score``,
+            ``beam_size``, ``nbest``, ...
+    """
+
+    def __init__(self, token_list: List[str], lexicon: str, **conf):
+        missing = [t for t in ("<blank>", "<space>") if t not in token_list]
+        if missing:
+            raise ValueError(f"ctc_lexicon_decoder needs a char token list with {missing}: words are "
+                             "spelt in chars separated by <space> (token_type char)")
+        for key in ("lexicon", "lm"):
+            path = lexicon if key == "lexicon" else conf.get("lm")
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"ctc_lexicon_decoder: {key} file {path} not found "
+                                        "(python -m espnet_allinone.lang writes both)")
+        try:
+            from torchaudio.models.decoder import ctc_decoder
+        except (ImportError, RuntimeError) as e:  # torchaudio raises RuntimeError without flashlight-text
+            raise ImportError(f"ctc_lexicon_decoder needs flashlight-text (pip install flashlight-text): {e}")
+        kwargs = dict(beam_size=50, blank_token="<blank>", sil_token="<space>", unk_word="<unk>")
+        kwargs.update(conf)
+        self.token_list, self.decoder = list(token_list), ctc_decoder(lexicon, list(token_list), **kwargs)
+        self.sil = self.token_list.index(kwargs["sil_token"])
+
+    def __call__(self, logp: torch.Tensor) -> List[Tuple[List[str], List[int], float]]:
+        """(T, V) CTC log-probabilities -> [(words, token ids, score)], best first."""
+        out = []
+        for hyp in self.decoder(logp.detach().float().cpu().unsqueeze(0))[0]:
+            ids = hyp.tokens.tolist()
+            while ids and ids[0] == self.sil:
+                ids.pop(0)
+            while ids and ids[-1] == self.sil:
+                ids.pop()
+            out.append((list(hyp.words), ids, float(hyp.score)))
+        return out
+
+
 class Speech2Text(_STOCK["Speech2Text"]):
     __doc__ = (_STOCK["Speech2Text"].__doc__ or "") + (
         "\n    subnet: all-in-one subnet to decode with, e.g. '8-1024-4bit' "
@@ -77,9 +125,13 @@ class Speech2Text(_STOCK["Speech2Text"]):
         "    ctc_greedy: decode with greedy CTC instead of the beam search: the usual\n"
         "        decoding of CTC-only (wav2vec2) systems, and much faster than ESPnet's\n"
         "        CTC prefix scoring, which loops over frames per token.\n"
+        "    ctc_lexicon_decoder: dict of :class:`CTCLexiconDecoder` keywords (lexicon, lm,\n"
+        "        lm_weight, beam_size, ...): decode with a lexicon-constrained CTC beam\n"
+        "        search and a word n-gram LM instead (char token lists).\n"
     )
 
-    def __init__(self, *args, subnet: Optional[str] = None, ctc_greedy: Optional[bool] = None, **kwargs):
+    def __init__(self, *args, subnet: Optional[str] = None, ctc_greedy: Optional[bool] = None,
+                 ctc_lexicon_decoder: Optional[Dict] = None, **kwargs):
         call = _CALL_OPTIONS.get()
         model_file = kwargs.get("asr_model_file", args[1] if len(args) > 1 else None)
         with loading_model_file(model_file):
@@ -88,12 +140,32 @@ class Speech2Text(_STOCK["Speech2Text"]):
         self.ctc_greedy = bool(call.get("ctc_greedy", False) if ctc_greedy is None else ctc_greedy)
         if self.ctc_greedy and getattr(self.asr_model, "ctc", None) is None:
             raise ValueError("ctc_greedy=True needs a model with a CTC layer")
+        lexicon_conf = ctc_lexicon_decoder if ctc_lexicon_decoder is not None else call.get("ctc_lexicon_decoder")
+        self.lexicon_decoder = None
+        if lexicon_conf:
+            if self.ctc_greedy:
+                raise ValueError("ctc_greedy and ctc_lexicon_decoder are two decoders: give one")
+            if getattr(self.asr_model, "ctc", None) is None:
+                raise ValueError("ctc_lexicon_decoder needs a model with a CTC layer")
+            lexicon_conf = dict(lexicon_conf)
+            lexicon_conf.setdefault("nbest", self.nbest)
+            if "lexicon" not in lexicon_conf:
+                raise ValueError("ctc_lexicon_decoder needs a 'lexicon' file")
+            self.lexicon_decoder = CTCLexiconDecoder(self.asr_model.token_list, **lexicon_conf)
 
     def _decode_single_sample(self, enc: torch.Tensor):
-        """ESPnet's per-utterance search on (T, D) ``enc``, or greedy CTC."""
+        """ESPnet's per-utterance search on (T, D) ``enc``, greedy CTC or the lexicon decoder."""
+        sos, eos = self.asr_model.sos, self.asr_model.eos
+        if self.lexicon_decoder is not None:
+            results = []
+            for words, token_int, score in self.lexicon_decoder(self.asr_model.ctc.log_softmax(enc.unsqueeze(0))[0]):
+                token = self.converter.ids2tokens(token_int)
+                hyp = Hypothesis(yseq=torch.tensor([sos, *token_int, eos]), score=score)
+                results.append((" ".join(words), token, token_int, hyp))
+            logging.info("best hypo: " + (" ".join(results[0][0]) if results else ""))
+            return results
         if not self.ctc_greedy:
             return super()._decode_single_sample(enc)
-        sos, eos = self.asr_model.sos, self.asr_model.eos
         token_int = ctc_greedy_tokens(self.asr_model.ctc, enc, self.asr_model.blank_id, (sos, eos))
         token = self.converter.ids2tokens(token_int)
         text = self.tokenizer.tokens2text(token) if self.tokenizer is not None else None
@@ -103,9 +175,11 @@ class Speech2Text(_STOCK["Speech2Text"]):
         return [(text, token, token_int, hyp)]
 
 
-def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False, **kwargs):
-    """ESPnet's ``asr_inference.inference`` decoding with ``subnet`` (and greedy CTC)."""
-    token = _CALL_OPTIONS.set({"subnet": subnet, "ctc_greedy": ctc_greedy})
+def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False,
+              ctc_lexicon_decoder: Optional[Dict] = None, **kwargs):
+    """ESPnet's ``asr_inference.inference`` decoding with ``subnet`` (and greedy CTC or the lexicon decoder)."""
+    token = _CALL_OPTIONS.set({"subnet": subnet, "ctc_greedy": ctc_greedy,
+                               "ctc_lexicon_decoder": ctc_lexicon_decoder})
     try:
         return _STOCK["inference"](*args, **kwargs)
     finally:
@@ -113,7 +187,7 @@ def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False, **k
 
 
 def get_parser() -> argparse.ArgumentParser:
-    """ESPnet's ``asr_inference`` parser with ``--subnet`` and ``--ctc_greedy``."""
+    """ESPnet's ``asr_inference`` parser with ``--subnet``, ``--ctc_greedy`` and ``--ctc_lexicon_decoder``."""
     parser = _STOCK["get_parser"]()
     group = parser.add_argument_group("All-in-one model related")
     group.add_argument(
@@ -129,13 +203,22 @@ def get_parser() -> argparse.ArgumentParser:
         default=False,
         help="Decode with greedy CTC (frame-wise argmax) instead of the beam search",
     )
+    group.add_argument(
+        "--ctc_lexicon_decoder",
+        action=NestedDictAction,
+        default=None,
+        help="Decode with a lexicon-constrained CTC beam search and a word n-gram LM instead "
+        "(char token lists): keywords of torchaudio's ctc_decoder, one per option as ESPnet's *_conf, "
+        "e.g. --ctc_lexicon_decoder lexicon=data/lang_char/lexicon.txt "
+        "--ctc_lexicon_decoder lm=data/lang_char/word_3gram.arpa, or a YAML dict '{lexicon: ..., lm_weight: 1.0}'",
+    )
     return parser
 
 
 def install(module: ModuleType = _stock) -> None:
     """Make ``module`` (``espnet2.bin.asr_inference``) use this module's three names.
 
-    Its ``main()`` then parses and passes the two options, and its ``inference()``
+    Its ``main()`` then parses and passes the options, and its ``inference()``
     builds this :class:`Speech2Text`. Idempotent.
     """
     module.Speech2Text, module.inference, module.get_parser = Speech2Text, inference, get_parser

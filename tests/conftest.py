@@ -138,16 +138,17 @@ ASR_TRAIN_DATA_ARGS = [
 N_MELS = TRAIN_CONFIG["frontend_conf"]["n_mels"]
 
 
-def make_allinone_files(d, **encoder_conf):
+def make_allinone_files(d, chars=CHARS, **encoder_conf):
     """config.yaml + model.pth of a randomly initialised all-in-one model (fixed seed),
-    with distinct BatchNorm statistics per subnet and a global-MVN stats file."""
+    with distinct BatchNorm statistics per subnet and a global-MVN stats file; its token
+    list holds ``chars``."""
     from espnet2.tasks.asr import ASRTask
 
     d.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     np.savez(d / "feats_stats.npz", count=np.array(100.0),
              sum=rng.normal(0, 10, N_MELS), sum_square=np.full(N_MELS, 400.0))
-    write_token_list(d / "tokens.txt", CHARS)
+    write_token_list(d / "tokens.txt", chars)
     config = {
         **TRAIN_CONFIG,
         "encoder_conf": {**TRAIN_CONFIG["encoder_conf"], "subnet_bits": [4, 8, 32],

@@ -28,16 +28,21 @@ def test_mini_recipe_end_to_end(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
         ["./run.sh", "--num_train", "40", "--num_dev", "4", "--num_test", "4",
-         "--num_test_unseen", "4", "--token_type", "char",
+         "--num_test_unseen", "4", "--num_dev_unseen", "4", "--token_type", "char",
          "--train_config", "conf/tuning/train_asr_allinone_tiny.yaml"],
         cwd=recipe, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = recipe / "exp" / "asr_allinone"
+    # the default decoder is lexicon-constrained: the lexicon of stage 2 holds the training
+    # words, and every hypothesis is made of them
+    lexicon = {line.split()[0] for line in (recipe / "data/lang_char/lexicon.txt").read_text().splitlines()}
+    assert lexicon == {w for t in read_text(recipe / "data/train/text").values() for w in t.split()}
     for subnet in ["2-64-32bit", "1-32-4bit"]:
-        for split in ["dev", "test", "test_unseen"]:
-            hyp = exp / "decode" / subnet / split / "text"
-            assert len(hyp.read_text().splitlines()) == 4
+        for split in ["dev", "dev_unseen", "test", "test_unseen"]:
+            hyp = read_text(exp / "decode" / subnet / split / "text")
+            assert len(hyp) == 4
+            assert all(w in lexicon for h in hyp.values() for w in h.split()), hyp
     # the printed table (the paper's layout) has one row per subnet, with a WER per set,
     # their pooled average and the RTF
     lines = proc.stdout.splitlines()
@@ -47,7 +52,7 @@ def test_mini_recipe_end_to_end(tmp_path):
     assert len(rows) == 2
     for row in rows:
         cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
-        for split in ["dev", "test", "test_unseen"]:
+        for split in ["dev", "dev_unseen", "test", "test_unseen"]:
             # the printed WER is the hypotheses' error rate: jiwer's Levenshtein count on the
             # decoded files agrees with the report's sclite count within one word error
             ref = read_text(recipe / "data" / split / "text")

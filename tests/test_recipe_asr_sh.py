@@ -161,7 +161,7 @@ def test_swbd_recipe_runs_under_asr_sh(espnet_lite, tmp_path):
     synth = tmp_path / "synth"
     subprocess.run([sys.executable, "-m", "espnet_allinone.data.synth", "--out_dir", str(synth),
                     "--num_train", "40", "--num_dev", "8", "--num_test", "8",
-                    "--num_test_unseen", "4", "--nj", "1"], check=True, capture_output=True)
+                    "--num_test_unseen", "4", "--num_dev_unseen", "0", "--nj", "1"], check=True, capture_output=True)
     data = recipe / "data"
     write_kaldi_dir(synth / "train", data / "train_nodup")
     write_kaldi_dir(synth / "dev", data / "train_dev")
@@ -241,7 +241,7 @@ def librispeech_trained(espnet_lite, tmp_path_factory):
     synth = tmp_path / "synth"
     subprocess.run([sys.executable, "-m", "espnet_allinone.data.synth", "--out_dir", str(synth),
                     "--num_train", "40", "--num_dev", "8", "--num_test", "8",
-                    "--num_test_unseen", "4", "--nj", "1"], check=True, capture_output=True)
+                    "--num_test_unseen", "4", "--num_dev_unseen", "0", "--nj", "1"], check=True, capture_output=True)
     data = recipe / "data"
     for src, dst in [("train", "train_clean_100"), ("dev", "dev"), ("test", "dev_clean")]:
         write_kaldi_dir(synth / src, data / dst)

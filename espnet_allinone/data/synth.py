@@ -3,10 +3,12 @@
     python -m espnet_allinone.data.synth --out_dir data --num_train 3000
 
 writes Kaldi-style data directories ``train``, ``dev``, ``test`` (voices seen in
-training) and ``test_unseen`` (a voice that never appears in training), each with
-``wav.scp`` (16 kHz mono 16-bit wavs), ``text``, ``utt2spk``, ``spk2utt`` and
-``utt2num_samples``. Sentences of the four splits are disjoint. The same arguments
-and seed give the same corpus.
+training), ``test_unseen`` (a voice that never appears in training) and ``dev_unseen``
+(another such voice, to choose settings for unseen voices on without looking at
+``test_unseen``), each with ``wav.scp`` (16 kHz mono 16-bit wavs), ``text``,
+``utt2spk``, ``spk2utt`` and ``utt2num_samples``. Sentences of the splits are disjoint.
+The same arguments and seed give the same corpus; ``dev_unseen`` takes its sentences
+after the others', so adding it changed none of them.
 
 Voices are ``espeak-ng:<lang>[+<variant>]`` or ``flite:<voice>``; every utterance has
 its own speaking rate (and pitch for espeak-ng), and optionally additive noise at a
@@ -39,6 +41,7 @@ TRAIN_VOICES = [
     "flite:awb", "flite:rms", "flite:slt", "flite:kal16",
 ]
 UNSEEN_VOICES = ["espeak-ng:en-gb-x-rp+f4"]
+DEV_UNSEEN_VOICES = ["espeak-ng:en-gb-x-gbclan+m8"]  # an accent and a variant in no other split
 PACKAGES = {"espeak-ng": "espeak-ng", "flite": "flite", "sox": "sox"}
 
 
@@ -185,21 +188,27 @@ def write_split(out_dir: Path, name: str, utts: List[Utterance], nj: int, log=pr
 
 def make_corpus(out_dir, num_train=3000, num_dev=100, num_test=200, num_test_unseen=100,
                 train_voices=TRAIN_VOICES, unseen_voices=UNSEEN_VOICES, seed=0,
-                noise_prob=0.3, reverb_prob=0.2, nj=2, log=print) -> Dict[str, int]:
+                noise_prob=0.3, reverb_prob=0.2, nj=2, log=print, num_dev_unseen=100,
+                dev_unseen_voices=DEV_UNSEEN_VOICES) -> Dict[str, int]:
     """Write the corpus; returns the number of utterances per split."""
     out_dir = Path(out_dir)
-    overlap = set(train_voices) & set(unseen_voices)
-    if overlap:
-        raise ValueError(f"unseen voices also in training: {sorted(overlap)}")
-    for v in list(train_voices) + list(unseen_voices):
+    for a, b, what in [(train_voices, unseen_voices, "unseen voices also in training"),
+                       (train_voices, dev_unseen_voices, "dev_unseen voices also in training"),
+                       (unseen_voices, dev_unseen_voices, "dev_unseen voices also in test_unseen")]:
+        overlap = set(a) & set(b)
+        if overlap:
+            raise ValueError(f"{what}: {sorted(overlap)}")
+    for v in [*train_voices, *unseen_voices, *(dev_unseen_voices if num_dev_unseen else [])]:
         check_voice(v)
     _require("sox")
-    sizes = {"train": num_train, "dev": num_dev, "test": num_test, "test_unseen": num_test_unseen}
+    sizes = {"train": num_train, "dev": num_dev, "test": num_test, "test_unseen": num_test_unseen,
+             "dev_unseen": num_dev_unseen}
+    voices_of = {"test_unseen": unseen_voices, "dev_unseen": dev_unseen_voices}
     # one draw of distinct sentences, cut into disjoint splits
     sentences = unique_sentences(sum(sizes.values()), seed)
     start = 0
     for name, n in sizes.items():
-        voices = unseen_voices if name == "test_unseen" else train_voices
+        voices = voices_of.get(name, train_voices)
         utts = plan_split(name, sentences[start:start + n], voices, seed, noise_prob, reverb_prob)
         start += n
         if n:
@@ -216,8 +225,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_dev", type=int, default=100)
     p.add_argument("--num_test", type=int, default=200)
     p.add_argument("--num_test_unseen", type=int, default=100)
+    p.add_argument("--num_dev_unseen", type=int, default=100)
     p.add_argument("--train_voices", nargs="+", default=TRAIN_VOICES)
     p.add_argument("--unseen_voices", nargs="+", default=UNSEEN_VOICES)
+    p.add_argument("--dev_unseen_voices", nargs="+", default=DEV_UNSEEN_VOICES)
     p.add_argument("--noise_prob", type=float, default=0.3)
     p.add_argument("--reverb_prob", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
@@ -231,7 +242,8 @@ def main(argv=None):
     try:
         make_corpus(args.out_dir, num_train, args.num_dev, args.num_test, args.num_test_unseen,
                     args.train_voices, args.unseen_voices, args.seed, args.noise_prob,
-                    args.reverb_prob, args.nj)
+                    args.reverb_prob, args.nj, num_dev_unseen=args.num_dev_unseen,
+                    dev_unseen_voices=args.dev_unseen_voices)
     except SynthesizerError as e:
         sys.exit(f"error: {e}")
 

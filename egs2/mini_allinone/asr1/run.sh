@@ -4,13 +4,15 @@
 # It runs WITHOUT an ESPnet checkout or Kaldi (which egs2/TEMPLATE/asr1/asr.sh needs):
 # every stage calls ESPnet's (or this plugin's) Python CLIs directly, the same ones
 # asr.sh calls.
-#   1 data       synthesize data/{train,dev,test,test_unseen}     (local/data.sh)
-#   2 tokens     token list (char, or bpe with --token_type bpe)
+#   1 data       synthesize data/{train,dev,test,test_unseen,dev_unseen}  (local/data.sh)
+#   2 tokens     token list (char, or bpe with --token_type bpe); for char also the lexicon
+#                and word 3-gram LM of the training text (data/lang_char) the default decoder uses
 #   3 stats      ESPnet collect_stats: feature statistics and shapes
 #   4 train      espnet2.bin.asr_train --encoder allinone_conformer --model allinone (resumable)
-#   5 decode     every subnet on dev/test/test_unseen (espnet_allinone.bin.decode_subnets)
+#   5 decode     every subnet on dev/dev_unseen/test/test_unseen (espnet_allinone.bin.decode_subnets)
+#                into ${expdir}/decode (default config) or ${expdir}/<config name> (another)
 #   6 report     WER, size, compression and RTF per subnet; RESULTS.md + wer_vs_size.png
-# Usage: ./run.sh [--stage N] [--stop_stage N] [--num_train N] [--max_epoch N] [--nj N] [--ngpu 0|1]
+# Usage: ./run.sh [--stage N] [--stop_stage N] [--num_train N] [--num_dev_unseen N] [--max_epoch N] [--nj N] [--ngpu 0|1]
 #                 [--token_type char|bpe] [--nbpe N] [--train_config FILE] [--decode_config FILE]
 #                 [--expdir DIR] [--stats_dir DIR]
 set -euo pipefail
@@ -23,6 +25,7 @@ num_train=3000
 num_dev=100
 num_test=200
 num_test_unseen=100
+num_dev_unseen=100
 seed=0
 nj=2
 ngpu=0
@@ -53,7 +56,7 @@ SECONDS=0
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "stage 1: synthesize the corpus (${num_train} training utterances)"
     local/data.sh --num_train "${num_train}" --num_dev "${num_dev}" --num_test "${num_test}" \
-        --num_test_unseen "${num_test_unseen}" --seed "${seed}" --nj "${nj}"
+        --num_test_unseen "${num_test_unseen}" --num_dev_unseen "${num_dev_unseen}" --seed "${seed}" --nj "${nj}"
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -73,6 +76,10 @@ PY
         --input data/train/text --output "${token_list}" -f 2- --write_vocabulary true \
         --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
     log "$(wc -l < "${token_list}") tokens in ${token_list}"
+    if [ "${token_type}" = char ]; then  # lexicon + word LM of conf/decode_asr.yaml
+        python -m espnet_allinone.lang --text data/train/text --token_list "${token_list}" \
+            --order 3 --out_dir data/lang_char
+    fi
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
@@ -113,11 +120,18 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 model_file=${expdir}/valid.acc_mean.ave.pth
+eval_sets="dev dev_unseen test test_unseen"  # dev_unseen: a voice of neither training nor test_unseen
+eval_dirs=()
+for s in ${eval_sets}; do [ -s "data/${s}/wav.scp" ] && eval_dirs+=("data/${s}"); done
+decode_dir=${expdir}/decode report_dir=${expdir}
+if [ "${decode_config}" != conf/decode_asr.yaml ]; then  # another config: its own dir, as asr.sh
+    decode_dir=${expdir}/$(basename "${decode_config}" .yaml) report_dir=${decode_dir}
+fi
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-    log "stage 5: decode every subnet on dev, test, test_unseen (${nj} jobs)"
+    log "stage 5: decode every subnet on ${eval_dirs[*]#data/} (${nj} jobs)"
     python -m espnet_allinone.bin.decode_subnets --asr_train_config "${expdir}/config.yaml" \
-        --asr_model_file "${model_file}" --data_dir data/dev data/test data/test_unseen \
-        --subnets all --config "${decode_config}" --output_dir "${expdir}/decode" --nj "${nj}" \
+        --asr_model_file "${model_file}" --data_dir "${eval_dirs[@]}" \
+        --subnets all --config "${decode_config}" --output_dir "${decode_dir}" --nj "${nj}" \
         --device "$([ "${ngpu}" -gt 0 ] && echo cuda || echo cpu)" \
         2> "${expdir}/decode.log" || { tail -20 "${expdir}/decode.log"; exit 1; }
 fi
@@ -125,8 +139,8 @@ fi
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     log "stage 6: report"
     python -m espnet_allinone.bin.report --asr_train_config "${expdir}/config.yaml" \
-        --asr_model_file "${model_file}" --decode_dir "${expdir}/decode" \
-        --data_dir data/dev data/test data/test_unseen --out_dir "${expdir}" 2> "${expdir}/report.log"
+        --asr_model_file "${model_file}" --decode_dir "${decode_dir}" \
+        --data_dir "${eval_dirs[@]}" --out_dir "${report_dir}" 2> "${expdir}/report.log"
     log "logs: ${expdir}/train.log, ${expdir}/decode.log"
 fi
 log "done in ${SECONDS}s"

@@ -121,7 +121,8 @@ def main(argv=None):
                    help="x axis of the plot: training minutes or utterances seen")
     p.add_argument("--dev_wer", type=Path, metavar="DATA_DIR",
                    help="also decode DATA_DIR from every epoch checkpoint on disk; plot its WER")
-    p.add_argument("--decode_config", type=Path, default=Path("conf/decode_asr.yaml"))
+    p.add_argument("--decode_config", type=Path, default=Path("conf/decode_asr_greedy.yaml"),
+                   help="greedy CTC by default: the acoustic model alone, as the README's curves")
     args = p.parse_args(argv)
     labels = args.label or [Path(e).name for e in args.exp]
     if len(labels) != len(args.exp):
