@@ -37,7 +37,7 @@ def _sliced_stock_state(allinone, spec):
     """State dict of a stock encoder of spec's depth/width cut from the shared weights."""
     state = {}
     for k, v in allinone.state_dict().items():
-        if "weight_log_step" in k or "_w" in k.rsplit(".", 1)[-1] or k == "subnet_space_table":
+        if "weight_log_step" in k or "_w" in k.rsplit(".", 1)[-1] or k in ("subnet_space_table", "ffn_units_ordered"):
             continue
         parts = k.split(".")
         if parts[0] == "encoders" and int(parts[1]) >= spec.depth:
@@ -514,3 +514,83 @@ def test_print_config_lists_stock_and_allinone_options():
     assert enc["num_blocks"] == 6 and enc["macaron_style"] is False and enc["subnet_bits"] is None
     model = get_default_kwargs(AllInOneASRModel)
     assert model["ctc_weight"] == 0.5 and model["subnet_sampling"] == "sandwich"
+
+
+def _ffn_weights(enc):
+    return [w.detach().clone() for first, second in enc.ffn_pairs() for w in (first.weight, second.weight)]
+
+
+def _init_param(enc, path):
+    """What ``--init_param path`` does to the model (ESPnet's own loader)."""
+    from espnet2.torch_utils.load_pretrained_model import load_pretrained_model
+
+    load_pretrained_model(str(path), enc, ignore_init_mismatch=False, map_location="cpu")
+
+
+FLOAT_GRID = dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[4, 32])
+
+
+@pytest.mark.parametrize("ffn_order", ["l2", "keep"])
+def test_start_from_a_stock_checkpoint_orders_ffn_units_and_keeps_the_function(tmp_path, ffn_order):
+    nodrop = dict(dropout_rate=0.0, positional_dropout_rate=0.0, attention_dropout_rate=0.0)
+    stock = ConformerEncoder(IDIM, **TINY, **nodrop)
+    torch.save(stock.state_dict(), tmp_path / "stock.pth")
+    enc = make_encoder(grid=FLOAT_GRID, ffn_order=ffn_order, **nodrop)
+    _init_param(enc, tmp_path / "stock.pth")
+    loaded = _ffn_weights(enc)
+    x, xl, _, _ = batch()
+    enc.train(), stock.train()
+    enc(x, xl)  # the first training forward
+    stock(x, xl)  # (the same BatchNorm statistics update)
+    assert bool(enc.ffn_units_ordered)
+    changed = any(not torch.equal(a, b) for a, b in zip(loaded, _ffn_weights(enc)))
+    assert changed == (ffn_order == "l2")
+    if ffn_order == "l2":
+        for first, second in enc.ffn_pairs():
+            importance = first.weight.norm(dim=1) * second.weight.norm(dim=0)
+            assert torch.all(importance[:-1] >= importance[1:])
+    enc.eval(), stock.eval()
+    with torch.no_grad():  # the largest float subnet still computes the stock model's function
+        assert torch.allclose(enc(x, xl)[0], stock(x, xl)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["from scratch", "resumed", "init from all-in-one"])
+def test_a_settled_order_is_never_changed(tmp_path, how):
+    stock = ConformerEncoder(IDIM, **TINY)
+    torch.save(stock.state_dict(), tmp_path / "stock.pth")
+    x, xl, _, _ = batch()
+    trained = make_encoder(grid=FLOAT_GRID)
+    if how != "from scratch":
+        _init_param(trained, tmp_path / "stock.pth")
+    trained.train()
+    trained(x, xl)  # settles (and for a stock start, reorders) at its first training forward
+    enc = trained
+    if how == "resumed":  # the trainer's resume: load_state_dict of the checkpoint
+        enc = make_encoder(grid=FLOAT_GRID)
+        enc.load_state_dict(trained.state_dict())
+    elif how == "init from all-in-one":
+        torch.save(trained.state_dict(), tmp_path / "allinone.pth")
+        enc = make_encoder(grid=FLOAT_GRID)
+        _init_param(enc, tmp_path / "allinone.pth")
+    before = _ffn_weights(enc)
+    enc.train()
+    enc(x, xl)
+    assert all(torch.equal(a, b) for a, b in zip(before, _ffn_weights(enc)))
+    assert all(torch.equal(a, b) for a, b in zip(_ffn_weights(trained), before))
+
+
+def test_a_checkpoint_without_the_order_buffer_loads_as_settled():
+    enc = make_encoder(grid=FLOAT_GRID)
+    state = {k: v for k, v in enc.state_dict().items() if k != "ffn_units_ordered"}
+    fresh = make_encoder(grid=FLOAT_GRID)
+    fresh.load_state_dict(state)  # strict: the missing buffer is not an error
+    assert bool(fresh.ffn_units_ordered)
+    before = _ffn_weights(fresh)
+    fresh.train()
+    fresh(*batch()[:2])
+    assert all(torch.equal(a, b) for a, b in zip(before, _ffn_weights(fresh)))
+
+
+def test_ffn_order_must_be_known():
+    with pytest.raises(ValueError, match="ffn_order must be 'l2' or 'keep'"):
+        make_encoder(ffn_order="random")

@@ -35,11 +35,23 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
     Parameter names are stock ``ConformerEncoder``'s, so a stock checkpoint
     initialises this encoder, and at the largest 32-bit subnet both compute the same.
 
+    Started from weights that are not an all-in-one model's (a stock checkpoint given
+    to ``--init_param``, asr.sh's ``--pretrained_model``), the first training forward
+    orders every FFN's hidden units by L2 importance (paper footnote 1,
+    :meth:`sort_ffn_units`: same function, and a width-W subnet starts from the W most
+    important units). The persistent buffer ``ffn_units_ordered`` records that the
+    order is settled (set at the first training forward of any run), so a resumed
+    run, a checkpoint of this encoder given to ``--init_param`` and decoding never
+    reorder. A checkpoint without the buffer (written before it existed) counts as
+    settled when it is loaded directly; given to ``--init_param`` it would be reordered.
+
     Args:
         input_size: Input dimension.
         subnets: Explicit subnet names, e.g. ``["12-2048-8bit", "8-1024-4bit"]``.
         subnet_depths, subnet_widths, subnet_bits: Or the grid of the space
             (missing axes default to num_blocks, linear_units and 32 bits).
+        ffn_order: ``"l2"``: order the FFN units of loaded stock weights by L2
+            importance at the first training forward (above); ``"keep"``: never.
         **conformer_conf: Every ``ConformerEncoder`` argument (num_blocks,
             linear_units, macaron_style, ...), unchanged.
 
@@ -61,8 +73,11 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         subnet_depths: Optional[List[int]] = None,
         subnet_widths: Optional[List[int]] = None,
         subnet_bits: Optional[List[int]] = None,
+        ffn_order: str = "l2",
         **conformer_conf: Any,
     ):
+        if ffn_order not in ("l2", "keep"):
+            raise ValueError(f"ffn_order must be 'l2' or 'keep', got {ffn_order!r}")
         super().__init__(input_size, **conformer_conf)
         blocks = list(self.encoders._modules.values())
         space = SubnetSpace(
@@ -90,7 +105,33 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         # stock ConformerEncoder.forward runs unchanged; a step's subnets share the
         # subsampling (equal bits) and block calls (equal inputs, width and bits)
         self.share_calls_of(self.embed, *self.encoders._modules.values())
+        self.ffn_order = ffn_order
+        self.register_buffer("ffn_units_ordered", torch.tensor(False))
+        self._reorder_on_training = False  # set by a load of weights whose order is not settled
+        self._settled = False  # the buffer's value, kept on the host (no device sync per forward)
         self.set_subnet(None)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "ffn_units_ordered"
+        if key not in state_dict:  # a checkpoint from before the buffer existed: trained order
+            state_dict[key] = torch.tensor(True)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._settled = bool(self.ffn_units_ordered)
+        self._reorder_on_training = not self._settled
+
+    def forward(self, *args, **kwargs):
+        """``ConformerEncoder.forward``; the first training forward settles the FFN unit order."""
+        if self.training and not self._settled:
+            self._settle_ffn_order()
+        return super().forward(*args, **kwargs)
+
+    def _settle_ffn_order(self):
+        if self._reorder_on_training and self.ffn_order == "l2":
+            with torch.no_grad():
+                self.sort_ffn_units()
+            logging.info("ordered the FFN units of the loaded weights by L2 importance (paper footnote 1)")
+        self._reorder_on_training, self._settled = False, True
+        self.ffn_units_ordered.fill_(True)
 
     def ffn_pairs(self):
         for block in self.encoders._modules.values():  # every block, whatever the active depth

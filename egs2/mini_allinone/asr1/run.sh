@@ -14,7 +14,7 @@
 #   6 report     WER, size, compression and RTF per subnet; RESULTS.md + wer_vs_size.png
 # Usage: ./run.sh [--stage N] [--stop_stage N] [--num_train N] [--num_dev_unseen N] [--max_epoch N] [--nj N] [--ngpu 0|1]
 #                 [--token_type char|bpe] [--nbpe N] [--train_config FILE] [--decode_config FILE]
-#                 [--expdir DIR] [--stats_dir DIR]
+#                 [--expdir DIR] [--stats_dir DIR] [--speed_perturb_factors "0.9 1.0 1.1"]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -26,6 +26,7 @@ num_dev=100
 num_test=200
 num_test_unseen=100
 num_dev_unseen=100
+speed_perturb_factors=  # e.g. "0.9 1.0 1.1": train on data/train_sp (asr.sh's option)
 seed=0
 nj=2
 ngpu=0
@@ -42,12 +43,15 @@ log() { echo "[$(date +%H:%M:%S)] $*"; }
 token_dir=data/token_list/${token_type}
 [ "${token_type}" = bpe ] && token_dir=data/token_list/bpe_unigram${nbpe}  # as asr.sh names it
 token_list=${token_dir}/tokens.txt
+[ -n "${speed_perturb_factors}" ] && [ -z "${stats_dir}" ] && stats_dir=exp/asr_stats_$(basename "${token_dir}")_sp
 stats_dir=${stats_dir:-exp/asr_stats_$(basename "${token_dir}")}
 bpe_opts=()
 [ "${token_type}" = bpe ] && bpe_opts=(--bpemodel "${token_dir}/bpe.model")
+train_set=train
+[ -n "${speed_perturb_factors}" ] && train_set=train_sp
 data_opts=(
-    --train_data_path_and_name_and_type data/train/wav.scp,speech,sound
-    --train_data_path_and_name_and_type data/train/text,text,text
+    --train_data_path_and_name_and_type data/${train_set}/wav.scp,speech,sound
+    --train_data_path_and_name_and_type data/${train_set}/text,text,text
     --valid_data_path_and_name_and_type data/dev/wav.scp,speech,sound
     --valid_data_path_and_name_and_type data/dev/text,text,text
 )
@@ -57,6 +61,11 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "stage 1: synthesize the corpus (${num_train} training utterances)"
     local/data.sh --num_train "${num_train}" --num_dev "${num_dev}" --num_test "${num_test}" \
         --num_test_unseen "${num_test_unseen}" --num_dev_unseen "${num_dev_unseen}" --seed "${seed}" --nj "${nj}"
+fi
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ -n "${speed_perturb_factors}" ]; then
+    log "stage 1: speed perturbation of data/train (${speed_perturb_factors}) -> data/train_sp"
+    python -m espnet_allinone.data.perturb --src data/train --dst data/train_sp \
+        --factors ${speed_perturb_factors} --nj "${nj}"
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -87,7 +96,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     mkdir -p exp
     python -m espnet2.bin.asr_train --collect_stats true --config "${train_config}" \
         --use_preprocessor true --token_type "${token_type}" --token_list "${token_list}" "${bpe_opts[@]}" \
-        "${data_opts[@]}" --train_shape_file data/train/wav.scp --valid_shape_file data/dev/wav.scp \
+        "${data_opts[@]}" --train_shape_file data/${train_set}/wav.scp --valid_shape_file data/dev/wav.scp \
         --batch_type unsorted --batch_size 16 --output_dir "${stats_dir}" --ngpu 0 \
         > "${stats_dir}.log" 2>&1 || { tail -20 "${stats_dir}.log"; exit 1; }
     for split in train valid; do
