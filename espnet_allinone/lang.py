@@ -147,7 +147,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--token_list", required=True, help="the model's char token list")
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--out_dir", required=True)
+    p.add_argument("--eval_text", default=None, help="also print the LM's perplexity on this Kaldi text file")
     return p
+
+
+def perplexity(lm: KneserNeyLM, sentences: Sequence[Sequence[str]]) -> float:
+    """Per-word perplexity (``</s>`` counted), words outside the vocabulary as ``<unk>``."""
+    vocab = set(lm.vocab)
+    logp = sum(lm.sentence_logprob([w if w in vocab else UNK for w in s]) for s in sentences)
+    return 10 ** (-logp / sum(len(s) + 1 for s in sentences))
 
 
 def main(argv=None) -> None:
@@ -162,6 +170,9 @@ def main(argv=None) -> None:
     write_text_atomic(out / f"word_{args.order}gram.arpa", lm.arpa())
     print(f"[lang] {out}/lexicon.txt: {len(words)} words; {out}/word_{args.order}gram.arpa: "
           f"order {args.order}, " + ", ".join(f"{len(lm._prob[n])} {n}-grams" for n in range(1, args.order + 1)))
+    if args.eval_text:
+        held_out = [t.split() for t in read_text(args.eval_text).values()]
+        print(f"[lang] perplexity on {args.eval_text}: {perplexity(lm, held_out):.1f}")
 
 
 if __name__ == "__main__":

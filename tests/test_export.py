@@ -9,6 +9,7 @@ import sysconfig
 import pytest
 import soundfile
 import torch
+import torch.nn.functional as F
 import yaml
 
 from espnet_allinone.export import (
@@ -191,14 +192,28 @@ def test_integer_kernels_use_the_trained_codes(allinone, subnet, tmp_path):
         n: m for n, m in int8.named_modules() if isinstance(m, (IntegerLinear, IntegerConv))
     }
     assert replaced.keys() == expected and len(expected) > 10
-    for name, m in replaced.items():  # the GEMMs' int8 operands are the trained codes
-        q = quantized[f"{name}.weight"]
+    float_modules = dict(float_model.named_modules())
+    gen = torch.Generator().manual_seed(0)
+    for name, m in replaced.items():
+        # an input on the int8 grid of the layer's activation quantizer (integers, largest
+        # |value| 127: scale 1, quantized exactly) makes the integer layer's output the exact
+        # product with its weight: it must be the float op with the TRAINED codes x steps
+        q, ref_layer = quantized[f"{name}.weight"], float_modules[name]
+        weight = q.codes.double() * q.step.double().reshape(-1, *[1] * (q.codes.dim() - 1))
+        bias = None if ref_layer.bias is None else ref_layer.bias.detach().double()
         if isinstance(m, IntegerLinear):
-            assert torch.equal(m.codes, q.codes.t())
+            x = torch.randint(-127, 128, (5, q.codes.size(1)), generator=gen).double()
+            x[:, 0] = 127
+            want = F.linear(x, weight, bias)
         else:
-            codes = q.codes if q.codes.dim() == 4 else q.codes.unsqueeze(2)
-            assert torch.equal(m.codes, codes.permute(2, 3, 1, 0).reshape(-1, codes.size(0)))
-        assert torch.equal(m.step, q.step)
+            spatial = (9, 11)[-(q.codes.dim() - 2):]
+            x = torch.randint(-127, 128, (2, q.codes.size(1), *spatial), generator=gen).double()
+            x[:, 0] = 127  # every position: per-position (pointwise) and per-tensor scale 1
+            conv = F.conv2d if q.codes.dim() == 4 else F.conv1d
+            want = conv(x, weight, bias, ref_layer.stride, ref_layer.padding, ref_layer.dilation)
+        with torch.no_grad():
+            got = m(x.float()).double()
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item()), name
     x, xl = _speech()
     with torch.no_grad(), model.encoder.using_subnet(subnet):
         ref = model.encode(x, xl)[0]

@@ -174,3 +174,11 @@ def test_stock_cli_parses_the_decoder_options():
         "--ctc_lexicon_decoder", "lexicon=data/lang_char/lexicon.txt", "--ctc_lexicon_decoder", "lm_weight=1.5",
         "--ctc_lexicon_decoder", "{beam_size: 20}"])
     assert args.ctc_lexicon_decoder == {"lexicon": "data/lang_char/lexicon.txt", "lm_weight": 1.5, "beam_size": 20}
+
+
+def test_perplexity_of_held_out_sentences_falls_with_the_order():
+    train = [s.split() for s in unique_sentences(600, seed=0)]
+    held_out = [s.split() for s in unique_sentences(100, seed=1)]
+    ppl = [lang.perplexity(lang.KneserNeyLM(train, n), held_out) for n in (1, 2, 3)]
+    vocab = len(lang.KneserNeyLM(train, 1).vocab)
+    assert vocab > ppl[0] > ppl[1] > ppl[2] > 1  # the generator's templates make words predictable
