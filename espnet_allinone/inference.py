@@ -6,9 +6,10 @@
 
 :class:`Speech2Text` is ESPnet's with three more keywords; :func:`inference` and
 :func:`get_parser` are ESPnet's with ``--subnet``, ``--ctc_greedy`` and
-``--ctc_lexicon_decoder``. :func:`install` puts the three into ``espnet2.bin.asr_inference`` once (the plugin's import hook calls it
-when that module is imported), so ``python -m espnet2.bin.asr_inference --subnet ...``,
-as asr.sh starts it, and ``subnet:`` in a decode config select the subnet.
+``--ctc_lexicon_decoder``. :func:`install` puts the three into
+``espnet2.bin.asr_inference`` once (the plugin's import hook calls it when that module
+is imported), so ``python -m espnet2.bin.asr_inference --subnet ...``, as asr.sh starts
+it, and ``subnet:`` in a decode config select the subnet.
 
 Stock ``inference()`` builds ``Speech2Text`` from a fixed list of arguments; the
 options reach it through a context variable set for the duration of one
@@ -19,8 +20,8 @@ import argparse
 import contextvars
 import logging
 from itertools import groupby
-from types import ModuleType
 from pathlib import Path
+from types import ModuleType
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 import espnet2.bin.asr_inference as _stock

@@ -1,6 +1,5 @@
 """espnet_allinone.lang (Kneser-Ney ARPA, lexicon) and the lexicon-constrained CTC decoder."""
 
-import math
 
 import pytest
 import torch

@@ -8,6 +8,7 @@ import soundfile
 
 from espnet_allinone.data.kaldi import read_table
 from espnet_allinone.data.perturb import speed_perturb
+
 FS = 16000
 
 pytestmark = pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
