@@ -60,6 +60,8 @@ setup(
         # what ESPnet's egs2/TEMPLATE/asr1/asr.sh needs beyond espnet itself (ESPnet's own
         # `recipe` extra): stage 3's format_wav_scp.py imports resampy
         "recipe": ["resampy"],
+        # ONNX export of a subnet (espnet_allinone.onnx_export) and ONNX Runtime to run it
+        "deploy": ["onnx", "onnxruntime"],
     },
     cmdclass={"build_py": build_py_with_pth},
     license="Apache-2.0",

@@ -31,7 +31,7 @@ constraints=()
 if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   constraints=(-c requirements-py311.txt)  # known-good pins for Python 3.11
 fi
-echo "[setup] pip install -e .[test,wav2vec2,recipe] (first run downloads torch: a few minutes)"
-"$VENV/bin/python" -m pip install -q "${constraints[@]}" -e ".[test,wav2vec2,recipe]"
+echo "[setup] pip install -e .[test,wav2vec2,recipe,deploy] (first run downloads torch: a few minutes)"
+"$VENV/bin/python" -m pip install -q "${constraints[@]}" -e ".[test,wav2vec2,recipe,deploy]"
 "$VENV/bin/python" -c "import espnet2.tasks.asr as a; assert 'allinone_conformer' in a.encoder_choices.choices()" \
   2>/dev/null && echo "[setup] ok: espnet_allinone registered in ESPnet"

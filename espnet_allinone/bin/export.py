@@ -39,8 +39,10 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out_dir", required=True)
     p.add_argument(
-        "--formats", nargs="+", choices=["stock", "packed", "zip"],
-        default=["stock", "packed", "zip"], help="what to write (default: all three)",
+        "--formats", nargs="+", choices=["stock", "packed", "zip", "onnx"],
+        default=["stock", "packed", "zip"],
+        help="what to write (default: stock, packed, zip); onnx: <subnet>/onnx/encoder_ctc[.int8].onnx, "
+             "the encoder + CTC head for ONNX Runtime, int8 on the trained codes (needs the deploy extra)",
     )
     return p
 
@@ -82,6 +84,11 @@ def main(argv: Optional[List[str]] = None):
             )
             print(f"| {spec} | {size.packed_bytes} | {size.bound_bytes:.0f} | {size.ratio:.2f}x "
                   f"| {100 * size.of_bit_ratio:.1f}% |", flush=True)
+        if "onnx" in args.formats:
+            from espnet_allinone.onnx_export import export_ctc_onnx
+
+            for kind, path in export_ctc_onnx(model, train_config, spec, out_dir / spec.name / "onnx").items():
+                print(f"{spec} {kind}: {path} ({path.stat().st_size} bytes)", flush=True)
     if "zip" in args.formats:
         pack_allinone(args.asr_train_config, args.asr_model_file, out_dir / "allinone.zip")
 
