@@ -9,7 +9,7 @@ the trained codes; op types from argv[1]). Both are compared with PyTorch fp32 a
 """
 
 import sys
-import time
+import timeit
 import warnings
 
 import numpy as np
@@ -42,13 +42,9 @@ class Wrap(torch.nn.Module):
 
 
 def bench(f, n=10):
+    """Median seconds of ``n`` calls after one warm-up call."""
     f()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(timeit.repeat(f, number=1, repeat=n)))
 
 
 def main():
