@@ -64,3 +64,16 @@ def test_speed_perturb_scales_duration_and_pitch_and_prefixes_ids(tmp_path):
 def test_bad_factors_are_refused(tmp_path, factors):
     with pytest.raises(ValueError, match="speed factors must be distinct and > 0"):
         speed_perturb(tmp_path, tmp_path / "dst", factors)
+
+
+def test_segments_are_cut_out_and_perturbed(tmp_path):
+    _write_src(tmp_path / "src")
+    src = tmp_path / "src"
+    (src / "segments").write_text("a s0_u0 0.1 0.6\nb s0_u2 0.2 1.2\n")
+    (src / "text").write_text("a first part\nb second part\n")
+    (src / "utt2spk").write_text("a s0\nb s0\n")
+    assert speed_perturb(src, tmp_path / "dst", [0.9, 1.0], log=lambda *a: None) == 4
+    wavs = read_table(tmp_path / "dst/wav.scp")
+    assert sorted(wavs) == ["a", "b", "sp0.9-a", "sp0.9-b"]
+    assert soundfile.info(wavs["a"]).frames == int(0.5 * FS)  # the segment, not the recording
+    assert soundfile.info(wavs["sp0.9-b"]).frames == pytest.approx(FS / 0.9, rel=0.01)

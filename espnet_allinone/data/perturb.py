@@ -59,12 +59,15 @@ def speed_perturb(src, dst, factors: Sequence[float], nj: int = 2, fs: int = 160
     def one(job):
         f, key = job
         new = prefix(f) + key
-        if f == 1.0:
-            return new, orig[key], len(reader[key].wav)
         audio = reader[key]
+        if f == 1.0 and key in orig:  # a whole recording: keep its entry
+            return new, orig[key], len(audio.wav)
+        out = wav_dir / f"{new}.wav"
+        if f == 1.0:  # a segment of a recording: its own file, as the other factors
+            soundfile.write(out, audio.wav, reader.fs, subtype="PCM_16")
+            return new, str(out), len(audio.wav)
         buf = io.BytesIO()
         soundfile.write(buf, audio.wav, reader.fs, format="WAV", subtype="PCM_16")
-        out = wav_dir / f"{new}.wav"
         subprocess.run([sox, "-t", "wav", "-", "-t", "wav", "-b", "16", str(out), "speed", f"{f:g}",
                         "rate", str(reader.fs)], input=buf.getvalue(), check=True, capture_output=True)
         return new, str(out), soundfile.info(out).frames
