@@ -19,10 +19,8 @@ options reach it through a context variable set for the duration of one
 import argparse
 import contextvars
 import logging
-from itertools import groupby
-from pathlib import Path
 from types import ModuleType
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Optional, Union
 
 import espnet2.bin.asr_inference as _stock
 import torch
@@ -31,6 +29,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 
 from espnet_allinone.checkpoint import loading_model_file
+from espnet_allinone.ctc_search import CTCLexiconDecoder, ctc_greedy_tokens  # noqa: F401 (public here too)
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.subnet import SubnetSpec
 
@@ -55,68 +54,6 @@ def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec]) -> Optional[S
     spec = encoder.set_subnet(subnet)
     logging.info(f"decoding with subnet {spec}")
     return spec
-
-
-def ctc_greedy_tokens(ctc, enc: torch.Tensor, blank_id: int = 0, exclude: Iterable[int] = ()) -> List[int]:
-    """Greedy CTC: frame-wise argmax, repeats merged, blanks (and ``exclude``) dropped.
-
-    Args:
-        ctc: ESPnet ``CTC`` module.
-        enc: (T, D) encoder output of one utterance.
-        exclude: further ids never emitted, e.g. ``<sos/eos>`` (as ESPnet's intermediate
-            CTC decoding drops them).
-    Returns:
-        token ids.
-    """
-    drop = {blank_id, *exclude}
-    best = ctc.argmax(enc.unsqueeze(0))[0].tolist()
-    return [t for t, _ in groupby(best) if t not in drop]
-
-
-class CTCLexiconDecoder:
-    """Lexicon-constrained CTC beam search with a word n-gram LM over a char token list.
-
-    torchaudio's ``ctc_decoder`` (flashlight-text's C++ ``LexiconDecoder``, KenLM for the
-    LM): hypotheses are sequences of lexicon words, ``<space>`` separates them.
-
-    Args:
-        token_list: the model's tokens; must hold ``<blank>`` and ``<space>`` (char tokens).
-        lexicon: file of ``<word> <tok> <tok> ...`` lines (``espnet_allinone.lang``).
-        **conf: the other keywords of ``torchaudio.models.decoder.ctc_decoder``: ``lm``
-            (ARPA or KenLM binary file; None = lexicon only), ``lm_weight``, ``word_score``,
-            ``beam_size``, ``nbest``, ...
-    """
-
-    def __init__(self, token_list: List[str], lexicon: str, **conf):
-        missing = [t for t in ("<blank>", "<space>") if t not in token_list]
-        if missing:
-            raise ValueError(f"ctc_lexicon_decoder needs a char token list with {missing}: words are "
-                             "spelt in chars separated by <space> (token_type char)")
-        for key in ("lexicon", "lm"):
-            path = lexicon if key == "lexicon" else conf.get("lm")
-            if path is not None and not Path(path).is_file():
-                raise FileNotFoundError(f"ctc_lexicon_decoder: {key} file {path} not found "
-                                        "(python -m espnet_allinone.lang writes both)")
-        try:
-            from torchaudio.models.decoder import ctc_decoder
-        except (ImportError, RuntimeError) as e:  # torchaudio raises RuntimeError without flashlight-text
-            raise ImportError(f"ctc_lexicon_decoder needs flashlight-text (pip install flashlight-text): {e}")
-        kwargs = dict(beam_size=50, blank_token="<blank>", sil_token="<space>", unk_word="<unk>")
-        kwargs.update(conf)
-        self.token_list, self.decoder = list(token_list), ctc_decoder(lexicon, list(token_list), **kwargs)
-        self.sil = self.token_list.index(kwargs["sil_token"])
-
-    def __call__(self, logp: torch.Tensor) -> List[Tuple[List[str], List[int], float]]:
-        """(T, V) CTC log-probabilities -> [(words, token ids, score)], best first."""
-        out = []
-        for hyp in self.decoder(logp.detach().float().cpu().unsqueeze(0))[0]:
-            ids = hyp.tokens.tolist()
-            while ids and ids[0] == self.sil:
-                ids.pop(0)
-            while ids and ids[-1] == self.sil:
-                ids.pop()
-            out.append((list(hyp.words), ids, float(hyp.score)))
-        return out
 
 
 class Speech2Text(_STOCK["Speech2Text"]):

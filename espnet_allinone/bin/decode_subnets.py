@@ -41,6 +41,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from espnet_allinone.data.audio import frontend_min_samples
 from espnet_allinone.data.kaldi import read_table
 from espnet_allinone.fileio import write_text_atomic
 
@@ -68,19 +69,22 @@ def is_done(out: Path, keys: List[str]) -> bool:
 
 
 def model_sample_rate(s2t) -> int:
-    """The sample rate the model was trained at (its frontend's ``fs``, ESPnet's default 16k)."""
+    """The sample rate the model was trained at: ``s2t.fs`` if it has one (an ONNX export), else its
+    frontend's ``fs`` (ESPnet's default 16k)."""
     import humanfriendly
 
+    if hasattr(s2t, "fs"):
+        return int(s2t.fs)
     fs = (getattr(s2t.asr_train_args, "frontend_conf", None) or {}).get("fs", 16000)
     return int(humanfriendly.parse_size(fs)) if isinstance(fs, str) else int(fs)
 
 
 def min_samples(s2t) -> int:
-    """Fewest samples the frontend's STFT takes (fewer: torch's padding error); 1 if none."""
-    stft = getattr(getattr(s2t.asr_model, "frontend", None), "stft", None)
-    if stft is None:
-        return 1
-    return stft.n_fft // 2 + 1 if stft.center else stft.n_fft
+    """Fewest samples the frontend takes: ``s2t.min_samples`` if it has one (an ONNX export), else from
+    the frontend's STFT (fewer: torch's padding error); 1 if none."""
+    if hasattr(s2t, "min_samples"):
+        return int(s2t.min_samples)
+    return frontend_min_samples(getattr(s2t.asr_model, "frontend", None))
 
 
 def decode_set(s2t, data_dir: Path, out: Path, tag: str = "") -> Dict:
@@ -156,8 +160,8 @@ def _decode_job(args) -> List[Dict]:
     return results
 
 
-def summary(results: List[Dict], output_dir: str) -> List[str]:
-    """One line per data set: ``<set>: N decoded, M failed: ids`` (per subnet)."""
+def summary(results: List[Dict], output_dir: str, unit: str = "subnet") -> List[str]:
+    """One line per data set: ``<set>: N decoded, M failed: ids`` (over the ``unit``s decoded)."""
     lines = []
     for name in dict.fromkeys(r["set"] for r in results):
         rs = [r for r in results if r["set"] == name]
@@ -166,9 +170,9 @@ def summary(results: List[Dict], output_dir: str) -> List[str]:
         n = "/".join(str(c[0]) for c in counts)
         line = f"[decode] {name}: {n} decoded, {len(failed)} failed"
         if failed:
-            line += f": {', '.join(failed)} (reasons in {output_dir}/<subnet>/{name}/{FAILED})"
+            line += f": {', '.join(failed)} (reasons in {output_dir}/<{unit}>/{name}/{FAILED})"
         skipped = sum(r["skipped"] for r in rs)
-        lines.append(line + (f"; {skipped} of {len(rs)} subnets decoded before" if skipped else ""))
+        lines.append(line + (f"; {skipped} of {len(rs)} {unit}s decoded before" if skipped else ""))
     return lines
 
 

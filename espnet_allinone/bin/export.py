@@ -10,6 +10,8 @@ writes, for every ``--subnet`` (``all`` = the whole space):
     <out_dir>/<subnet>/stock/{config.yaml,model.pth}    plain ESPnet model (encoder: conformer)
     <out_dir>/<subnet>/packed/{config.yaml,encoder.packed,rest.pth}   low-bit artifact
     <out_dir>/allinone.zip                               every subnet in one model-zoo zip
+    <out_dir>/<subnet>/onnx/*.onnx, config.yaml          with --formats onnx: graphs for ONNX Runtime
+                                                         (espnet_allinone.onnx_export)
 
 and prints each packed encoder's bytes on disk against its bit bound and the
 compression ratio against the float (32-bit) largest encoder. Paths in the training
@@ -41,8 +43,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--formats", nargs="+", choices=["stock", "packed", "zip", "onnx"],
         default=["stock", "packed", "zip"],
-        help="what to write (default: stock, packed, zip); onnx: <subnet>/onnx/encoder_ctc[.int8].onnx, "
-             "the encoder + CTC head for ONNX Runtime, int8 on the trained codes (needs the deploy extra)",
+        help="what to write (default: stock, packed, zip); onnx: <subnet>/onnx/ with the frontend, "
+             "encoder + CTC head (float, int8 and int4 on the trained codes) and decoder for ONNX Runtime "
+             "(decode with espnet_allinone.bin.onnx_decode; needs the deploy extra)",
     )
     return p
 
@@ -85,10 +88,14 @@ def main(argv: Optional[List[str]] = None):
             print(f"| {spec} | {size.packed_bytes} | {size.bound_bytes:.0f} | {size.ratio:.2f}x "
                   f"| {100 * size.of_bit_ratio:.1f}% |", flush=True)
         if "onnx" in args.formats:
-            from espnet_allinone.onnx_export import export_ctc_onnx
+            from espnet_allinone.onnx_export import export_onnx, graph_size
 
-            for kind, path in export_ctc_onnx(model, train_config, spec, out_dir / spec.name / "onnx").items():
-                print(f"{spec} {kind}: {path} ({path.stat().st_size} bytes)", flush=True)
+            for kind, path in export_onnx(model, train_config, spec, out_dir / spec.name / "onnx").items():
+                line = f"{spec} {kind}: {path} ({path.stat().st_size} bytes"
+                if kind in ("float", "int8", "int4"):
+                    size = graph_size(model, spec, path)
+                    line += f"; bit bound of encoder + CTC {size.bound_bytes:.0f} bytes: {100 * size.of_bit_bound:.1f}%"
+                print(line + ")", flush=True)
     if "zip" in args.formats:
         pack_allinone(args.asr_train_config, args.asr_model_file, out_dir / "allinone.zip")
 

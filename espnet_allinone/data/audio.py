@@ -28,6 +28,14 @@ import numpy as np
 from espnet_allinone.data.kaldi import read_segments, read_table
 
 
+def frontend_min_samples(frontend) -> int:
+    """Fewest samples an ESPnet frontend's STFT takes (fewer: torch's padding error); 1 without an STFT."""
+    stft = getattr(frontend, "stft", None)
+    if stft is None:
+        return 1
+    return stft.n_fft // 2 + 1 if stft.center else stft.n_fft
+
+
 class BadAudio(Exception):
     """An utterance that cannot be decoded: a data problem, not a bug."""
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Decode data dirs with the ONNX graphs of an exported subnet (ONNX Runtime; no training code).
+
+    python -m espnet_allinone.bin.export --asr_train_config exp/asr/config.yaml \\
+        --asr_model_file exp/asr/valid.acc_mean.ave.pth --subnet 6-576-8bit --formats onnx --out_dir exp/export
+    python -m espnet_allinone.bin.onnx_decode --onnx_dir exp/export/6-576-8bit/onnx --precision int8 \\
+        --data_dir data/test --config conf/decode_asr_beam.yaml --output_dir exp/export/6-576-8bit/decode
+
+writes ``<output_dir>/<precision>/<set>/{text,failed,rtf}`` with the decode loop of
+:mod:`espnet_allinone.bin.decode_subnets` (same formats, same handling of bad audio, a set already
+decoded is skipped). The decode YAML takes ``Speech2Text``'s keys that
+:class:`~espnet_allinone.onnx_inference.OnnxSpeech2Text` supports (beam search, ``ctc_greedy``,
+``ctc_lexicon_decoder``); any other is an error naming it.
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+from espnet_allinone.bin.decode_subnets import DONE, decode_set, is_done, read_failures, summary
+
+
+def get_parser() -> argparse.ArgumentParser:
+    from espnet2.utils.types import str2bool
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--onnx_dir", required=True, help="an export's <subnet>/onnx directory")
+    p.add_argument("--precision", nargs="+", default=["int8"], choices=["float", "int8", "int4"],
+                   help="encoder graphs to decode with (default: int8)")
+    p.add_argument("--data_dir", nargs="+", required=True, help="Kaldi-style dirs with wav.scp")
+    p.add_argument("--config", default=None, help="decode YAML (beam_size, ctc_weight, ctc_greedy, ...)")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    p.add_argument("--fail_on_bad_audio", type=str2bool, default=False,
+                   help="exit with status 1 if any utterance could not be decoded")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from espnet_allinone.data.audio import DataDirAudio
+    from espnet_allinone.onnx_inference import OnnxSpeech2Text
+
+    decode_conf: Dict = yaml.safe_load(open(args.config)) if args.config else {}
+    results = []
+    for precision in args.precision:
+        try:
+            s2t = OnnxSpeech2Text(args.onnx_dir, precision=precision, threads=args.threads, **(decode_conf or {}))
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(str(e))
+        for data_dir in map(Path, args.data_dir):
+            out = Path(args.output_dir) / precision / data_dir.name
+            keys = DataDirAudio(data_dir, 1).keys()
+            if is_done(out, keys):
+                failed = read_failures(out)
+                results.append(dict(set=data_dir.name, skipped=True, decoded=len(keys) - len(failed), failed=failed))
+                continue
+            r = decode_set(s2t, data_dir, out, tag=f"{precision} ")
+            results.append(dict(set=data_dir.name, skipped=False, **r))
+            print(f"[onnx_decode] {s2t.config['subnet']} {precision} {data_dir.name}: {r['decoded']} decoded, "
+                  f"{len(r['failed'])} failed, RTF {float((out / DONE).read_text()):.4f}", flush=True)
+    for line in summary(results, args.output_dir, unit="precision"):
+        print(line, flush=True)
+    if args.fail_on_bad_audio and any(r["failed"] for r in results):
+        print("[onnx_decode] exit status 1: utterances failed and --fail_on_bad_audio is true",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
