@@ -43,7 +43,7 @@ setup(
         # upper bound: the newest release tests/ pass with; to raise it, install the
         # newer espnet, run tests/test_espnet_names.py, adapt what it lists, then the suite
         "espnet>=202511,<=202511",
-        "torch>=2.4",  # torch._int_mm on CPU (int8 kernels)
+        "torch>=2.4",
         "torchaudio",  # imported by espnet2.tasks.asr, not declared by espnet
         "matplotlib",  # ESPnet's trainer plots at the end of each epoch
         "espnet_model_zoo",

@@ -1,26 +1,23 @@
 #!/usr/bin/env python3
-"""Exported subnets side by side: encoder speed (fp32 vs int8 kernels), FLOPs, size on disk.
+"""Exported subnets side by side: encoder speed (PyTorch fp32), FLOPs, packed size on disk.
 
     python benchmarks/export_speed.py \\
         --asr_train_config exp/asr_allinone/config.yaml \\
         --asr_model_file exp/asr_allinone/valid.acc_mean.ave.pth [--subnets all] [--seconds 10]
 
 For every subnet the stock encoder of its export (:func:`espnet_allinone.export.
-subnet_weights`) is timed in fp32 and, for <= 8 bits, with int8 kernels on the trained
-codes (:mod:`espnet_allinone.int8`). All measurements are interleaved round by round
+subnet_weights`) is timed in fp32 (integer kernels on the trained codes: the ONNX export,
+``benchmarks/onnx_encoder_speed.py``). All measurements are interleaved round by round
 (every model once per round, the best round kept), so background load shifts them
 alike and the printed ratios, taken within this one run, stay comparable. Printed:
 
 - FLOP share: encoder FLOPs (torch's FlopCounterMode on the fp32 forward) over the
   largest subnet's; time share: fp32 encoder time over the largest subnet's fp32
   time; target time share <= 1.1 x FLOP share;
-- int8 speed-up: fp32 time / int8 time of the same architecture (target >= 1.8x at
-  8 bits);
 - packed bytes on disk (``encoder.packed``) against the bit bound (subnet_size bits / 8).
 """
 
 import argparse
-import copy
 import sys
 import tempfile
 import time
@@ -38,7 +35,6 @@ from espnet_allinone.export import (
     stock_config,
     subnet_weights,
 )
-from espnet_allinone.int8 import to_integer_kernels
 from espnet_allinone.subnet import FULL_PRECISION
 
 
@@ -77,7 +73,7 @@ def main(argv=None):
     runs, flops, sizes = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in subnets:
-            state, quantized = subnet_weights(model, train_config, spec)
+            state, _ = subnet_weights(model, train_config, spec)
             stock = build_stock_model(stock_config(train_config, model, spec))
             stock.load_state_dict(state)
             runs[(spec, "fp32")] = stock.encoder
@@ -85,9 +81,6 @@ def main(argv=None):
                 stock.encoder(x, xl)
             flops[spec] = counter.get_total_flops()
             if spec.bits != FULL_PRECISION:
-                int8 = copy.deepcopy(stock)
-                to_integer_kernels(int8, quantized)
-                runs[(spec, "int8")] = int8.encoder
                 packed = export_packed(model, train_config, spec, Path(tmp) / spec.name)
                 sizes[spec] = packed_size(encoder, spec, packed)
 
@@ -104,28 +97,24 @@ def main(argv=None):
 
     print(f"# encoder forward, batch {args.batch_size} x {args.seconds:g} s, "
           f"{args.threads} thread(s), "
-          f"best of {args.rounds} interleaved rounds; torch {torch.__version__}, "
-          f"engine {torch.backends.quantized.engine}")
+          f"best of {args.rounds} interleaved rounds; torch {torch.__version__}")
     print("| subnet | GFLOPs | FLOP share | fp32 [ms] | time share | time/FLOP share "
-          "| int8 [ms] | int8 speed-up | packed [bytes] | bit bound [bytes] "
-          "| size ratio vs fp32 largest | of bit ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| packed [bytes] | bit bound [bytes] | size ratio vs fp32 largest | of bit ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     t_ref, f_ref = med[(largest, "fp32")], flops[largest]
     for spec in subnets:
         t32 = med[(spec, "fp32")]
         share = flops[spec] / f_ref
         row = [spec.name, f"{flops[spec] / 1e9:.2f}", f"{share:.3f}", f"{1e3 * t32:.1f}",
                f"{t32 / t_ref:.3f}", f"{(t32 / t_ref) / share:.2f}"]
-        if (spec, "int8") in med:
-            t8 = med[(spec, "int8")]
+        if spec in sizes:
             size = sizes[spec]
-            row += [f"{1e3 * t8:.1f}", f"{t32 / t8:.2f}x", str(size.packed_bytes),
-                    f"{size.bound_bytes:.0f}", f"{size.ratio:.2f}x", f"{100 * size.of_bit_ratio:.1f}%"]
+            row += [str(size.packed_bytes), f"{size.bound_bytes:.0f}", f"{size.ratio:.2f}x",
+                    f"{100 * size.of_bit_ratio:.1f}%"]
         else:
-            row += ["-"] * 6
+            row += ["-"] * 4
         print("| " + " | ".join(row) + " |", flush=True)
-    print("targets: time/FLOP share <= 1.10; int8 speed-up >= 1.8x at 8 bits; "
-          "size >= 95% of the bit ratio", file=sys.stderr)
+    print("targets: time/FLOP share <= 1.10; size >= 95% of the bit ratio", file=sys.stderr)
 
 
 if __name__ == "__main__":

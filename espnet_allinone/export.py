@@ -274,16 +274,12 @@ def load_packed(
     return config, state, quantized
 
 
-def build_packed_model(packed_dir: Union[str, Path], integer_kernels: bool = False):
-    """The stock ESPnet model of a packed subnet; with ``integer_kernels`` its encoder's
-    Linear layers run int8 GEMMs on the stored codes (see :mod:`espnet_allinone.int8`)."""
-    config, state, quantized = load_packed(packed_dir)
+def build_packed_model(packed_dir: Union[str, Path]):
+    """The stock ESPnet model of a packed subnet (float weights rebuilt from the codes); to run the codes
+    on integer kernels, export ONNX graphs (:mod:`espnet_allinone.onnx_export`)."""
+    config, state, _ = load_packed(packed_dir)
     model = build_stock_model(config)
     model.load_state_dict(state, strict=True)
-    if integer_kernels:
-        from espnet_allinone.int8 import to_integer_kernels
-
-        to_integer_kernels(model, quantized)
     return model
 
 

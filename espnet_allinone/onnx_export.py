@@ -16,9 +16,13 @@ writes into the directory (:mod:`espnet_allinone.onnx_inference` decodes it, wit
   ``DynamicQuantizeMatMul``; activations quantized per tensor at run time) whose int8 weight IS the
   trained codes and whose per-column scale IS the trained step, and every convolution on a trained grid
   takes its weight from ``DequantizeLinear`` of its int8 codes (computed in float: ORT's integer
-  convolutions are slower than its float ones here, docs/notes/onnx_runtime_research.md section 5).
+  convolutions are slower than its float ones here, docs/notes/onnx_runtime_research.md section 5; decode
+  with the session option ``session.disable_quant_qdq = 1`` so that ORT folds it into a float weight at
+  load, as :mod:`espnet_allinone.onnx_inference` does). A depthwise convolution is exported folded with its
+  BatchNorm, so its weight is float.
 - ``encoder_ctc.int4.onnx`` (subnets of <= 4 bits): the Linears as ORT's ``MatMulNBits`` (4-bit codes
-  stored two per byte, the channel's step repeated per block), convolutions as in the int8 graph.
+  stored two per byte, the channel's step repeated per block, accuracy level 0: float compute on the
+  dequantized codes), the convolutions' codes as ONNX ``INT4`` tensors (the graph converted to opset 21).
 - ``decoder.onnx`` (attention models): one step of the stock decoder with its per-layer caches,
   ``ys`` (N, L), ``memory`` (N, T', D), ``cache_<i>`` (N, L-1, D) -> ``logp`` (N, V), ``new_cache_<i>``.
 - ``config.yaml``: token list, special ids, sample rate, the files above.
@@ -52,6 +56,7 @@ from espnet_allinone.subnet import SubnetSpec
 FRONTEND, DECODER, CONFIG = "frontend.onnx", "decoder.onnx", "config.yaml"
 ENCODER = {"float": "encoder_ctc.onnx", "int8": "encoder_ctc.int8.onnx", "int4": "encoder_ctc.int4.onnx"}
 NBITS_BLOCKS = (16, 32, 64, 128, 256)  # block sizes of ORT's MatMulNBits CPU kernels
+INT4_OPSET = 21  # DequantizeLinear of INT4 tensors
 
 
 class DftStft(Stft):
@@ -313,6 +318,15 @@ def compact(model) -> None:
                 node.input[j] = renamed[name]
 
 
+def _int4_array(codes: np.ndarray) -> np.ndarray:
+    """int8 codes in -8..7 as an ml_dtypes int4 array (stored by ONNX two per byte)."""
+    import ml_dtypes
+
+    if codes.size and (codes.min() < -8 or codes.max() > 7):
+        raise ValueError("int4: codes outside -8..7")
+    return codes.astype(ml_dtypes.int4)
+
+
 def _nbits_block(k: int, n: int) -> int:
     """The MatMulNBits block size storing a (K, N) 4-bit weight in the fewest bytes (padding + scales)."""
     return min(NBITS_BLOCKS, key=lambda b: n * math.ceil(k / b) * (b // 2 + 4))
@@ -415,13 +429,21 @@ def write_quantized_graph(float_path: Path, out_path: Path, quantized: Dict[str,
             hit = convs.get(_digest(numpy_helper.to_array(inits[node.input[1]])))
             if hit is not None:
                 conv_nodes.append((node, hit[1]))
+    if kind == "int4":  # 4-bit convolution codes as ONNX INT4 (two per byte): DequantizeLinear from opset 21
+        from onnx import version_converter
+
+        by_weight = {node.input[1]: q for node, q in conv_nodes}
+        model = version_converter.convert_version(model, INT4_OPSET)  # the nodes are new objects
+        graph = model.graph
+        conv_nodes = [(n, by_weight[n.input[1]]) for n in graph.node if n.op_type == "Conv" and n.input[1] in by_weight]
+    container = _int4_array if kind == "int4" else (lambda a: a)
     dequantize = []
     for node, q in conv_nodes:
         name = node.input[1]
         graph.initializer.extend([
-            numpy_helper.from_array(q.codes.numpy(), name + "_codes"),
+            numpy_helper.from_array(container(q.codes.numpy()), name + "_codes"),
             numpy_helper.from_array(q.step.numpy().astype(np.float32), name + "_step"),
-            numpy_helper.from_array(np.zeros(q.codes.size(0), np.int8), name + "_zero"),
+            numpy_helper.from_array(container(np.zeros(q.codes.size(0), np.int8)), name + "_zero"),
         ])
         dequantize.append(onnx.helper.make_node(
             "DequantizeLinear", [name + "_codes", name + "_step", name + "_zero"], [name + "_dequantized"],
@@ -462,7 +484,7 @@ def codes_in_graph(path: Union[str, Path]) -> Dict[str, Tuple[np.ndarray, np.nda
                 raise ValueError(f"{node.name}: block scales differ within a channel: not per-channel codes")
             out[node.input[1]] = ((fields.astype(np.int16) - 8).astype(np.int8), scales[:, 0])
         elif node.op_type == "DequantizeLinear" and node.input[0] in inits:
-            out[node.input[0]] = (inits[node.input[0]], inits[node.input[1]])
+            out[node.input[0]] = (inits[node.input[0]].astype(np.int8), inits[node.input[1]])
     return out
 
 

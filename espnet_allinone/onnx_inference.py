@@ -38,6 +38,9 @@ def _session(path: Path, threads: int):
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # constant-fold DequantizeLinear of the stored int8 convolution codes into float weights at load: ORT
+    # keeps it (for QDQ fusions) otherwise, dequantizing on every run without its convolution weight prepacking
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -142,6 +142,14 @@ def test_low_bit_graphs_hold_exactly_the_trained_codes(allinone, exported, subne
     assert len(in_graph) - len(in_graph_linears) == len([k for k in convs if "depthwise" not in k]) > 0
     for c, _ in in_graph.values():
         assert c.dtype == np.int8 and np.abs(c).max() <= 2 ** (bits - 1) - 1
+    if kind == "int4":  # 4-bit codes take 4 bits on disk: MatMulNBits' packing, ONNX INT4 for convolutions
+        import onnx
+
+        graph = onnx.load(str(exported[subnet][kind])).graph
+        inits = {i.name: i for i in graph.initializer}
+        stored = [inits[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear"]
+        assert stored and all(t.data_type == onnx.TensorProto.INT4 and len(t.raw_data) == -(-np.prod(t.dims) // 2)
+                              for t in stored)
 
 
 @pytest.mark.parametrize("subnet, kind, tolerance", [
