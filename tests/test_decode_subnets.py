@@ -233,3 +233,30 @@ def test_killed_decode_resumes_to_the_hypotheses_of_an_uninterrupted_run(decoded
         want = (tmp_path / "uninterrupted" / SUBNET / name / "text").read_text()
         assert (killed / SUBNET / name / "text").read_text() == want
         assert len(want.splitlines()) == (2 if name == "first" else 3)
+
+
+def test_wav2vec2_standin_decodes_with_the_one_decode_loop(tmp_path):
+    """egs2/mini_allinone's float wav2vec2 stand-in (the report's baseline) decodes with decode_set: text,
+    failed and rtf, a bad entry listed and the rest decoded."""
+    import importlib.util
+
+    from espnet_allinone.data.kaldi import read_table
+    from tests.conftest import write_tone_data
+
+    path = Path(__file__).parent.parent / "egs2/mini_allinone/asr1/local/wav2vec2_standin.py"
+    spec = importlib.util.spec_from_file_location("wav2vec2_standin", path)
+    standin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(standin)
+    write_tone_data(tmp_path / "train", 4, 0)
+    write_tone_data(tmp_path / "test", 2, 1)
+    with open(tmp_path / "test" / "wav.scp", "a") as f:
+        f.write(f"bad {tmp_path / 'missing.wav'}\n")
+    standin.main(["--train_dir", str(tmp_path / "train"), "--valid_dir", str(tmp_path / "train"), "--out_dir",
+                  str(tmp_path / "model"), "--epochs", "1", "--hidden_size", "16", "--num_layers", "1",
+                  "--intermediate_size", "32", "--conv_dim", "8", "--device", "cpu"])
+    standin.main(["--out_dir", str(tmp_path / "model"), "--decode_dirs", str(tmp_path / "test"),
+                  "--decode_out", str(tmp_path / "decode"), "--device", "cpu"])
+    out = tmp_path / "decode" / "test"
+    keys = [line.split(" ")[0] for line in (out / "text").read_text().splitlines()]
+    assert sorted(keys) == sorted(read_table(tmp_path / "test" / "wav.scp"))
+    assert "bad" in read_table(out / "failed") and float((out / "rtf").read_text()) > 0

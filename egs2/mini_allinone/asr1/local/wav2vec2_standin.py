@@ -69,25 +69,33 @@ def batches(items, processor, max_seconds: float, shuffle: bool):
             return
 
 
+class GreedyStandin:
+    """A saved stand-in as a decoder of :func:`espnet_allinone.bin.decode_subnets.decode_set`:
+    (S,) samples at 16 kHz -> [(hypothesis,)] by HF's argmax + ``batch_decode``."""
+
+    fs = 16000
+    min_samples = 400  # the receptive field of wav2vec2's first convolution: shorter gives no frame
+
+    def __init__(self, model_dir: Path, device: str):
+        self.processor = Wav2Vec2Processor.from_pretrained(model_dir)
+        self.model = Wav2Vec2ForCTC.from_pretrained(model_dir).to(device).eval()
+        self.device = device
+
+    def __call__(self, wav):
+        x = self.processor(wav, sampling_rate=self.fs, return_tensors="pt").input_values.to(self.device)
+        return [(self.processor.batch_decode(self.model(x).logits.argmax(-1).cpu())[0],)]
+
+
 def decode(model_dir: Path, data_dirs: List[Path], out_dir: Path, device: str):
-    """Greedy CTC hypotheses of a saved stand-in, one utterance at a time (as ESPnet decodes)."""
-    processor = Wav2Vec2Processor.from_pretrained(model_dir)
-    model = Wav2Vec2ForCTC.from_pretrained(model_dir).to(device).eval()
+    """Greedy CTC hypotheses of a saved stand-in, one utterance at a time (as ESPnet decodes), with the
+    plugin's decode loop (text, failed, rtf per set)."""
+    from espnet_allinone.bin.decode_subnets import DONE, decode_set
+
+    standin = GreedyStandin(model_dir, device)
     for d in data_dirs:
-        lines, spent, audio = [], 0.0, 0.0
-        for key, path, _ in read_dir(d):
-            wav = soundfile.read(path, dtype="float32")[0]
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                x = processor(wav, sampling_rate=16000, return_tensors="pt").input_values.to(device)
-                hyp = processor.batch_decode(model(x).logits.argmax(-1).cpu())[0]
-            spent += time.perf_counter() - t0
-            audio += len(wav) / 16000
-            lines.append(f"{key} {hyp}".rstrip())
-        (out_dir / d.name).mkdir(parents=True, exist_ok=True)
-        (out_dir / d.name / "text").write_text("\n".join(lines) + "\n")
-        (out_dir / d.name / "rtf").write_text(f"{spent / audio:.4f}\n")
-        logging.info(f"decoded {d.name}: {len(lines)} utterances, RTF {spent / audio:.3f}")
+        result = decode_set(standin, d, out_dir / d.name)
+        logging.info(f"decoded {d.name}: {result['decoded']} utterances, {len(result['failed'])} failed, "
+                     f"RTF {float((out_dir / d.name / DONE).read_text()):.3f}")
 
 
 def main(argv=None):
