@@ -34,7 +34,7 @@ from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.fileio import atomic_dir, atomic_path
 from espnet_allinone.quant import PACKED_FORMAT, QuantizedWeight, pack_state, unpack_state
-from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
+from espnet_allinone.subnet import FULL_PRECISION, Subnet, SubnetSpec
 
 # Config entries naming files the model needs at construction or decoding time.
 FILE_ENTRIES = (("normalize_conf", "stats_file"), ("bpemodel",))
@@ -102,18 +102,29 @@ def stock_config(train_config: Dict, model, subnet: Union[str, SubnetSpec]) -> D
 
 
 @torch.no_grad()
+def _pad(value: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
+    """``value`` zero-padded at the end of each dimension to ``shape``."""
+    out = value.new_zeros(shape)
+    out[tuple(slice(0, n) for n in value.shape)] = value
+    return out
+
+
 def subnet_weights(
-    model, train_config: Dict, subnet: Union[str, SubnetSpec]
+    model, train_config: Dict, subnet: Union[str, Subnet], pad: bool = True
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, QuantizedWeight]]:
     """What the subnet computes with, under stock parameter names.
 
     Args:
         model: all-in-one ESPnet model; train_config: its training config (dict).
+        pad: a layer-wise subnet's narrower FFNs zero-padded to the widest block's width, so that
+            a stock encoder (one ``linear_units``) holds them and computes the same (a zero hidden
+            unit adds nothing: its pre-activation is 0, every ESPnet activation maps 0 to 0, its
+            output column is 0); False: their true shapes (:func:`padded_shapes` lists them).
     Returns:
         state: state dict of the stock model of the subnet (blocks beyond its depth,
             step sizes and other subnets' BatchNorm statistics left out; weights
-            sliced and dequantized; BatchNorm statistics the subnet's own). It is
-            checked to load strictly into the model of :func:`stock_config`.
+            sliced and dequantized; BatchNorm statistics the subnet's own). With ``pad``
+            it is checked to load strictly into the model of :func:`stock_config`.
         quantized: for every quantized weight key of ``state``, its integer codes
             and steps; ``quantized[k].dequantize()`` equals ``state[k]`` bit-exactly.
     """
@@ -136,13 +147,43 @@ def subnet_weights(
                 quantized[f"{name}.weight"] = q
     stock = build_stock_model(stock_config(train_config, model, spec))
     state, full = {}, model.state_dict()
+    narrower = padded_shapes(model, spec)
     for key, ref in stock.state_dict().items():
         value = own[key] if key in own else full.get(key)
-        if value is None or value.shape != ref.shape:
+        if value is None or value.shape != (narrower.get(key) or ref.shape):
             raise RuntimeError(f"cannot map {key} {tuple(ref.shape)} from the all-in-one model")
         state[key] = value.detach().clone()
-    stock.load_state_dict(state, strict=True)  # the stock model takes exactly these
+        if pad and key in narrower:
+            state[key] = _pad(state[key], tuple(ref.shape))
+            if key in quantized:
+                q = quantized[key]
+                quantized[key] = QuantizedWeight(_pad(q.codes, tuple(ref.shape)), q.step, q.bits)
+    if pad:
+        stock.load_state_dict(state, strict=True)  # the stock model takes exactly these
     return state, quantized
+
+
+def padded_shapes(model, subnet: Union[str, Subnet]) -> Dict[str, Tuple[int, ...]]:
+    """{state key: true shape} of the FFN tensors of a layer-wise subnet's blocks that are narrower
+    than its widest (what :func:`subnet_weights` pads); empty for a uniform subnet."""
+    encoder = model.encoder
+    spec = encoder.subnet_space.get(subnet)
+    prefix = next(n for n, m in model.named_modules() if m is encoder)
+    names = {id(m): n for n, m in encoder.named_modules(prefix=prefix)}
+    blocks = list(encoder.elastic_layers._modules.values())[: spec.depth]
+    out: Dict[str, Tuple[int, ...]] = {}
+    with encoder.using_subnet(spec):
+        for block, (width, _) in zip(blocks, spec.blocks):
+            if width == spec.width:
+                continue
+            for first, second in encoder.ffn_pairs():
+                if not any(first is m for m in block.modules()):
+                    continue
+                for layer in (first, second):
+                    for kind, value in zip(("weight", "bias"), layer.sliced()):
+                        if value is not None and value.shape != getattr(layer, kind).shape:
+                            out[f"{names[id(layer)]}.{kind}"] = tuple(value.shape)
+    return out
 
 
 def build_stock_model(config: Dict):
@@ -212,12 +253,14 @@ def export_packed(
     """
     out_dir = Path(out_dir)
     spec = model.encoder.subnet_space.get(subnet)
-    state, quantized = subnet_weights(model, train_config, spec)
+    state, quantized = subnet_weights(model, train_config, spec, pad=False)  # true per-block sizes
     config = stock_config(train_config, model, spec)
+    full = {k: tuple(v.shape) for k, v in build_stock_model(config).state_dict().items()}
 
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
     rest = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    blob = dict(pack_state(encoder, quantized), subnet=spec.name)
+    pad_to = {k: full[k] for k in padded_shapes(model, spec)}
+    blob = dict(pack_state(encoder, quantized, pad_to), subnet=spec.name)
     with atomic_dir(out_dir) as tmp:  # all files or none
         _copy_files(config, tmp, lambda p: _absolute(out_dir / p.name))
         _write_yaml(config, tmp / "config.yaml")

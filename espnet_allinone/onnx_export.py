@@ -48,7 +48,7 @@ from espnet.nets.pytorch_backend.transformer.subsampling import check_short_utt
 from espnet2.layers.stft import Stft
 
 from espnet_allinone.data.audio import frontend_min_samples
-from espnet_allinone.export import build_stock_model, stock_config, subnet_weights
+from espnet_allinone.export import build_stock_model, padded_shapes, stock_config, subnet_weights
 from espnet_allinone.fileio import atomic_path
 from espnet_allinone.quant import QuantizedWeight
 from espnet_allinone.subnet import SubnetSpec
@@ -145,6 +145,24 @@ def _runtime_positions(module: torch.nn.Module) -> int:
     return len(found)
 
 
+def _true_widths(model: torch.nn.Module, shapes: Dict[str, Tuple[int, ...]]) -> int:
+    """Shrink the zero-padded Linears of a layer-wise subnet's stock model (:func:`padded_shapes`:
+    {key: true shape}) to their true size, so that the graph computes only the subnet's units;
+    returns how many. Padded units are zero: the function is unchanged."""
+    names = {name.rsplit(".", 1)[0] for name in shapes}
+    for name in names:
+        old = model.get_submodule(name)
+        out_features, in_features = shapes.get(f"{name}.weight", old.weight.shape)
+        new = torch.nn.Linear(in_features, out_features, bias=old.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(old.weight[:out_features, :in_features])
+            if old.bias is not None:
+                new.bias.copy_(old.bias[:out_features])
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, new)
+    return len(names)
+
+
 class Frontend(torch.nn.Module):
     """(B, S) samples -> (B, T, n_mels) features of a stock ``DefaultFrontend`` (its STFT as :class:`DftStft`)."""
 
@@ -236,10 +254,12 @@ def export_onnx(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = model.encoder.subnet_space.get(subnet)
-    state, quantized = subnet_weights(model, train_config, spec)
+    state, _ = subnet_weights(model, train_config, spec)
+    _, quantized = subnet_weights(model, train_config, spec, pad=False)
     stock = build_stock_model(stock_config(train_config, model, spec))
     stock.load_state_dict(state, strict=True)
     stock.eval()
+    _true_widths(stock, padded_shapes(model, spec))
     _runtime_positions(stock)
     paths: Dict[str, Path] = {}
     n_mels = int(train_config.get("input_size") or 0)

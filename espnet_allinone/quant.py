@@ -10,7 +10,7 @@ learns ``s`` as in LSQ (Esser et al., 2020), whose gradient is scaled by
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -170,12 +170,15 @@ def unpack_codes(packed: torch.Tensor, bits: int, shape: Sequence[int]) -> torch
 PACKED_FORMAT = "espnet_allinone.packed_encoder/1"
 
 
-def pack_state(state: Dict[str, torch.Tensor], quantized: Dict[str, QuantizedWeight]) -> Dict:
+def pack_state(state: Dict[str, torch.Tensor], quantized: Dict[str, QuantizedWeight],
+               pad_to: Optional[Dict[str, Sequence[int]]] = None) -> Dict:
     """A state dict with its quantized weights stored low-bit (inverse: :func:`unpack_state`).
 
     Args:
         state: float32 tensors (and integer ones, e.g. ``num_batches_tracked``).
         quantized: for some keys of ``state``, the codes that rebuild that tensor.
+        pad_to: for some keys, the shape :func:`unpack_state` zero-pads the stored tensor to (the
+            narrower FFNs of a layer-wise subnet are stored at their own size).
     Returns:
         ``{format, index, codes, floats}``: every quantized tensor's codes packed at its
         bits (:func:`pack_codes`) in one uint8 buffer, every float32 tensor (steps
@@ -194,7 +197,10 @@ def pack_state(state: Dict[str, torch.Tensor], quantized: Dict[str, QuantizedWei
         n_floats += t.numel()
         return n_floats - t.numel()
 
+    pad_to = pad_to or {}
     for key, value in state.items():
+        if key in pad_to:
+            index.append(dict(key=key, kind="pad", shape=list(pad_to[key])))
         if key in quantized:
             q = quantized[key]
             packed = pack_codes(q.codes, q.bits)
@@ -222,8 +228,11 @@ def unpack_state(blob: Dict) -> Tuple[Dict[str, torch.Tensor], Dict[str, Quantiz
     codes_buf, floats = blob["codes"], blob["floats"]
     state: Dict[str, torch.Tensor] = {}
     quantized: Dict[str, QuantizedWeight] = {}
+    pad_to = {t["key"]: tuple(t["shape"]) for t in blob["index"] if t["kind"] == "pad"}
     for t in blob["index"]:
         shape, numel = t["shape"], math.prod(t["shape"])
+        if t["kind"] == "pad":
+            continue
         if t["kind"] == "codes":
             nbytes = math.ceil(numel * t["bits"] / 8)
             codes = unpack_codes(codes_buf[t["offset"]: t["offset"] + nbytes], t["bits"], shape)
@@ -234,4 +243,13 @@ def unpack_state(blob: Dict) -> Tuple[Dict[str, torch.Tensor], Dict[str, Quantiz
             state[t["key"]] = floats[t["offset"]: t["offset"] + numel].reshape(shape).clone()
         else:
             state[t["key"]] = torch.tensor(t["value"], dtype=torch.long).reshape(shape)
+    for key, shape in pad_to.items():
+        value = state[key]
+        state[key] = value.new_zeros(shape)
+        state[key][tuple(slice(0, n) for n in value.shape)] = value
+        if key in quantized:
+            q = quantized[key]
+            codes = q.codes.new_zeros(shape)
+            codes[tuple(slice(0, n) for n in q.codes.shape)] = q.codes
+            quantized[key] = QuantizedWeight(codes, q.step, q.bits)
     return state, quantized

@@ -4,8 +4,14 @@ A subnet of an all-in-one encoder is named ``DEPTH-WIDTH-BITSbit`` exactly as in
 paper's tables, e.g. ``12-1024-4bit``: the first 12 blocks, the first 1024 FFN
 intermediate units, weights fake-quantized to 4 bits (``32bit`` = not quantized).
 
+A layer-wise subnet gives each of its blocks its own FFN width and bit-width:
+``DEPTH:WIDTHxBITS,WIDTHxBITS,...``, one entry per block, ``*N`` repeating an entry, e.g.
+``6:576x8,576x8,288x4*4`` (blocks 1-2 at width 576 and 8 bits, blocks 3-6 at 288 and 4 bits).
+The subsampling runs at the first block's bit-width. A layer-wise subnet whose blocks are
+all alike is the uniform subnet of that name (the canonical form: :func:`parse_subnet`).
+
 This module is the one place where such names are parsed and formatted; everything
-downstream receives a :class:`SubnetSpec`.
+downstream receives a :class:`SubnetSpec` or a :class:`LayerwiseSpec`.
 """
 
 import itertools
@@ -21,6 +27,8 @@ MIN_BITS = 2
 MAX_BITS = 8
 
 _NAME_RE = re.compile(r"^\s*(\d+)-(\d+)-(\d+)bit\s*$")
+_LAYERWISE_RE = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$")
+_BLOCK_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*(?:\*\s*(\d+))?\s*$")
 
 
 def check_bits(bits: int) -> int:
@@ -69,6 +77,98 @@ class SubnetSpec:
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def blocks(self) -> Tuple[Tuple[int, int], ...]:
+        """(width, bits) of each of the ``depth`` blocks."""
+        return ((self.width, self.bits),) * self.depth
+
+    @property
+    def front_bits(self) -> int:
+        """Bit-width of the layers before the blocks (the subsampling)."""
+        return self.bits
+
+
+@dataclass(frozen=True)
+class LayerwiseSpec:
+    """A subnet with its own (FFN width, bits) per block: ``blocks[i]`` for block i + 1.
+
+    ``depth`` is ``len(blocks)``; ``width`` and ``bits`` are the largest over the blocks (the
+    stock encoder that holds it); the subsampling runs at ``front_bits``, the first block's.
+    """
+
+    blocks: Tuple[Tuple[int, int], ...]
+
+    def __post_init__(self):
+        if not self.blocks:
+            raise ValueError("a layer-wise subnet needs at least one block")
+        for width, bits in self.blocks:
+            if width < 1:
+                raise ValueError(f"block width must be positive: {width}")
+            check_bits(bits)
+
+    @classmethod
+    def parse(cls, name: str) -> "LayerwiseSpec":
+        """Parse ``"6:576x8,576x8,288x4*4"`` (``*N``: N blocks alike)."""
+        m = _LAYERWISE_RE.match(str(name))
+        syntax = ("expected DEPTH:WIDTHxBITS,WIDTHxBITS,... with one entry per block (*N repeats one), "
+                  "e.g. '6:576x8,576x8,288x4*4'")
+        if m is None:
+            raise ValueError(f"malformed layer-wise subnet name {name!r}: {syntax}")
+        blocks = []
+        for entry in m.group(2).split(","):
+            b = _BLOCK_RE.match(entry)
+            if b is None:
+                raise ValueError(f"malformed block {entry!r} in {name!r}: {syntax}")
+            blocks += [(int(b.group(1)), int(b.group(2)))] * int(b.group(3) or 1)
+        if len(blocks) != int(m.group(1)):
+            raise ValueError(f"{name!r} names depth {m.group(1)} but gives {len(blocks)} blocks: {syntax}")
+        return cls(tuple(blocks))
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def width(self) -> int:
+        return max(w for w, _ in self.blocks)
+
+    @property
+    def bits(self) -> int:
+        return max(b for _, b in self.blocks)
+
+    @property
+    def front_bits(self) -> int:
+        return self.blocks[0][1]
+
+    @property
+    def quantized(self) -> bool:
+        return any(b != FULL_PRECISION for _, b in self.blocks)
+
+    @property
+    def uniform(self) -> Optional[SubnetSpec]:
+        """The uniform subnet it equals, if its blocks are all alike; else None."""
+        return SubnetSpec(self.depth, *self.blocks[0]) if len(set(self.blocks)) == 1 else None
+
+    @property
+    def name(self) -> str:
+        runs = [(block, len(list(group))) for block, group in itertools.groupby(self.blocks)]
+        return f"{self.depth}:" + ",".join(f"{w}x{b}" + (f"*{n}" if n > 1 else "") for (w, b), n in runs)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Subnet = Union[SubnetSpec, LayerwiseSpec]
+
+
+def parse_subnet(name: Union[str, SubnetSpec, LayerwiseSpec]) -> Subnet:
+    """A uniform (``DEPTH-WIDTH-BITSbit``) or layer-wise (``DEPTH:WxB,...``) name as its spec; specs are
+    returned unchanged. A layer-wise name is kept layer-wise even if its blocks are alike (see
+    :meth:`SubnetSpace.get` for the canonical form)."""
+    if isinstance(name, (SubnetSpec, LayerwiseSpec)):
+        return name
+    return LayerwiseSpec.parse(name) if ":" in str(name) else SubnetSpec.parse(name)
 
 
 class SubnetSpace:
@@ -129,6 +229,7 @@ class SubnetSpace:
                 f"the space must contain its largest subnet {top}; got {self.names}"
             )
         self.largest = top
+        self.num_blocks, self.linear_units = num_blocks, linear_units
         # Smallest by weight volume (depth * width * bits), ties broken by name order.
         self.smallest = min(self.subnets, key=lambda s: (s.depth * s.width * s.bits, s))
 
@@ -157,19 +258,47 @@ class SubnetSpace:
     def __repr__(self) -> str:
         return f"SubnetSpace({self.names})"
 
-    def get(self, subnet: Union[None, str, SubnetSpec]) -> SubnetSpec:
-        """Parse and validate ``subnet`` (None = the largest); ValueError lists the space."""
+    def get(self, subnet: Union[None, str, SubnetSpec, LayerwiseSpec]) -> Subnet:
+        """Parse and validate ``subnet`` (None = the largest); ValueError lists the space.
+
+        A layer-wise subnet is valid when it fits the encoder (depth <= num_blocks, widths <=
+        linear_units) and every block's bit-width is one of the space's (the trained step sizes);
+        whether its blocks' BatchNorm statistics exist is the encoder's check. One whose blocks are
+        alike and that is in the space comes back as the uniform spec (the canonical form).
+        """
         if subnet is None:
             return self.largest
         try:
-            spec = SubnetSpec.parse(subnet)
+            spec = parse_subnet(subnet)
         except ValueError as e:
             raise ValueError(f"{e}; valid subnets: {', '.join(self.names)}") from None
+        if isinstance(spec, LayerwiseSpec):
+            return self._layerwise(spec)
         if spec not in self.subnets:
             raise ValueError(
                 f"subnet {spec} is not in this model's subnet space; "
                 f"valid subnets: {', '.join(self.names)}"
             )
+        return spec
+
+    @property
+    def bit_widths(self) -> List[int]:
+        return sorted({s.bits for s in self.subnets})
+
+    def _layerwise(self, spec: LayerwiseSpec) -> Subnet:
+        if spec.uniform is not None and spec.uniform in self.subnets:
+            return spec.uniform
+        problems = []
+        if self.num_blocks is not None and spec.depth > self.num_blocks:
+            problems.append(f"depth {spec.depth} > num_blocks {self.num_blocks}")
+        widths = sorted({w for w, _ in spec.blocks if self.linear_units is not None and w > self.linear_units})
+        if widths:
+            problems.append(f"widths {widths} > linear_units {self.linear_units}")
+        bits = sorted({b for _, b in spec.blocks if b not in self.bit_widths})
+        if bits:
+            problems.append(f"bit-widths {bits} not trained (step sizes exist for {self.bit_widths})")
+        if problems:
+            raise ValueError(f"layer-wise subnet {spec} does not fit this model: {'; '.join(problems)}")
         return spec
 
     def sample(

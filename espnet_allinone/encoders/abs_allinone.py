@@ -22,7 +22,7 @@ from espnet_allinone.elastic import (
     share_calls,
     sort_units,
 )
-from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
+from espnet_allinone.subnet import FULL_PRECISION, Subnet, SubnetSpace, SubnetSpec, parse_subnet
 
 
 @dataclass(frozen=True)
@@ -34,20 +34,27 @@ class SubnetSize:
     bits: storage of a packed export: quantized weights at ``weight_bits``, everything
         else (biases, norms, unquantized modules, the weights' step sizes) at 32 bits.
     quantized_params: the part of ``params`` in modules whose weights are quantized.
-    weight_bits: the subnet's weight bit-width (32 = float).
+    weight_bits: the subnet's weight bit-width (32 = float; a layer-wise subnet: the largest).
+    quantized_bits: each quantized module's parameters times its bit-width, summed (default
+        ``quantized_params * weight_bits``; differs for a layer-wise subnet of mixed bit-widths).
     """
 
     params: int
     bits: int
     quantized_params: int = 0
     weight_bits: int = FULL_PRECISION
+    quantized_bits: Optional[int] = None
+
+    def __post_init__(self):
+        if self.quantized_bits is None:
+            object.__setattr__(self, "quantized_bits", self.quantized_params * self.weight_bits)
 
     @property
     def paper_bits(self) -> int:
         """Storage as the paper's tables count it: every parameter of a quantized module
-        (biases and norms included) at ``weight_bits``, the rest at 32 bits."""
+        (biases and norms included) at its bit-width, the rest at 32 bits."""
         rest = self.params - self.quantized_params
-        return self.weight_bits * self.quantized_params + FULL_PRECISION * rest
+        return self.quantized_bits + FULL_PRECISION * rest
 
 
 def measure(modules: Iterable[torch.nn.Module]) -> SubnetSize:
@@ -62,10 +69,10 @@ def measure(modules: Iterable[torch.nn.Module]) -> SubnetSize:
     Returns:
         SubnetSize; nothing is initialised or changed (works on ``meta`` tensors).
     """
-    params = bits = quantized = 0
-    weight_bits = FULL_PRECISION
+    params = bits = quantized = quantized_bits = 0
+    weight_bits = None
     for unit in modules:
-        unit_params, unit_quantized = 0, False
+        unit_params, unit_bits = 0, None
         for m in unit.modules():
             if isinstance(m, torch.nn.ParameterDict):
                 continue  # step sizes: counted with their layer below
@@ -78,15 +85,18 @@ def measure(modules: Iterable[torch.nn.Module]) -> SubnetSize:
                 unit_params += w.numel() + n_b
                 bits += w.numel() * m.active_bits + n_b * FULL_PRECISION
                 if m.active_bits != FULL_PRECISION:
-                    unit_quantized = True
-                    weight_bits = m.active_bits
+                    unit_bits = max(unit_bits or 0, m.active_bits)
                     bits += w.size(0) * FULL_PRECISION  # one step per output channel
             n = sum(p.numel() for p in own.values())
             unit_params += n
             bits += n * FULL_PRECISION
         params += unit_params
-        quantized += unit_params if unit_quantized else 0
-    return SubnetSize(params=params, bits=bits, quantized_params=quantized, weight_bits=weight_bits)
+        if unit_bits is not None:
+            quantized += unit_params
+            quantized_bits += unit_params * unit_bits
+            weight_bits = max(weight_bits or 0, unit_bits)
+    return SubnetSize(params=params, bits=bits, quantized_params=quantized,
+                      weight_bits=weight_bits or FULL_PRECISION, quantized_bits=quantized_bits)
 
 
 def compression_ratio(reference: SubnetSize, subnet: SubnetSize, storage: bool = False) -> float:
@@ -201,18 +211,32 @@ class AllInOneEncoderMixin:
     def active_subnet(self) -> SubnetSpec:
         return self._active_subnet
 
-    def _configure(self, spec: SubnetSpec, batchnorm: bool = True):
+    def _configure(self, spec: Subnet, batchnorm: bool = True):
+        """Set every elastic layer to ``spec``: block i's layers to its (width, bits) (a block past
+        the depth, which does not run, to the last one's), the layers outside the blocks (the
+        subsampling) to ``spec.front_bits``."""
         self.elastic_layers.set_depth(spec.depth)
+        blocks = list(self.elastic_layers._modules.values())
+        per_block = list(spec.blocks) + [spec.blocks[-1]] * (len(blocks) - spec.depth)
+        config = {id(m): (i, *per_block[i]) for i, block in enumerate(blocks) for m in block.modules()}
         for m in self.modules():
+            i, width, bits = config.get(id(m), (None, spec.width, spec.front_bits))
             if isinstance(m, ElasticWeight):
-                m.set_active(spec.width if m.width_axis else None, spec.bits)
+                m.set_active(width if m.width_axis else None, bits)
             elif batchnorm and isinstance(m, SubnetBatchNorm1d):
-                m.set_active(spec)
+                key = SubnetSpec(spec.depth, width, bits)
+                if SubnetBatchNorm1d.stats_key(key) not in m.stats_keys:
+                    trained = ", ".join(k for k in m.stats_keys)
+                    raise ValueError(
+                        f"subnet {spec}: block {i + 1} (width {width}, {bits} bit) has no BatchNorm statistics "
+                        f"(it has: {trained}); recalibrate them for this subnet first")
+                m.set_active(key)
 
-    def set_subnet(self, subnet: Union[None, str, SubnetSpec] = None) -> SubnetSpec:
-        """Make ``subnet`` (name or spec; None = the largest) the one forward computes.
+    def set_subnet(self, subnet: Union[None, str, Subnet] = None) -> Subnet:
+        """Make ``subnet`` (name or spec; None = the largest) the one forward computes: a subnet of
+        the space or a layer-wise one that fits the model (:meth:`SubnetSpace.get`).
 
-        Raises ValueError, listing the valid names, if it is not in the space.
+        Raises ValueError, listing the valid names, if it is neither.
         """
         spec = self.subnet_space.get(subnet)
         self._configure(spec)
@@ -235,11 +259,13 @@ class AllInOneEncoderMixin:
         encoder (e.g. ``12-2048-32bit``, the float baseline, or a separately trained
         system's shape): it is counted, never run. ValueError if it does not fit.
         """
-        if subnet is None or subnet in self.subnet_space:
+        try:
             spec = self.subnet_space.get(subnet)
-            with self.using_subnet(spec):
-                return measure(self.subnet_modules(spec))
-        spec = SubnetSpec.parse(subnet)
+        except ValueError as e:  # outside the space: counted if it fits
+            try:
+                spec = parse_subnet(subnet)
+            except ValueError:
+                raise e from None
         previous = self._active_subnet
         try:
             self._configure(spec, batchnorm=False)

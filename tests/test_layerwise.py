@@ -1,0 +1,191 @@
+"""Layer-wise subnets: each block its own FFN width and bit-width (``DEPTH:WxB,...``)."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from espnet_allinone.elastic import active_configuration
+from espnet_allinone.export import (
+    build_stock_model,
+    export_packed,
+    load_allinone,
+    load_packed,
+    padded_shapes,
+    stock_config,
+    subnet_weights,
+)
+from espnet_allinone.subnet import LayerwiseSpec, SubnetSpace, SubnetSpec, parse_subnet
+from tests.conftest import make_allinone_files, make_encoder
+
+
+@pytest.mark.parametrize("name, blocks, canonical", [
+    ("3:32x8,32x8,16x4", ((32, 8), (32, 8), (16, 4)), "3:32x8*2,16x4"),
+    ("3:32x8*2,16x4", ((32, 8), (32, 8), (16, 4)), "3:32x8*2,16x4"),
+    (" 2 : 16x32 , 32 x 4 ", ((16, 32), (32, 4)), "2:16x32,32x4"),
+    ("1:16x2", ((16, 2),), "1:16x2"),
+])
+def test_parse_and_format_round_trip(name, blocks, canonical):
+    spec = parse_subnet(name)
+    assert isinstance(spec, LayerwiseSpec) and spec.blocks == blocks and spec.name == canonical
+    assert parse_subnet(spec.name) == spec and spec.depth == len(blocks)
+    assert spec.width == max(w for w, _ in blocks) and spec.bits == max(b for _, b in blocks)
+    assert spec.front_bits == blocks[0][1]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("3:32x8,16x4", "names depth 3 but gives 2 blocks"),
+    ("3:32x8*2,16y4", "malformed block '16y4'"),
+    ("x:32x8", "malformed layer-wise subnet name"),
+    ("2:32x9,32x8", "unsupported bit-width 9"),
+    ("2:0x8,32x8", "block width must be positive"),
+])
+def test_malformed_layerwise_names_raise(bad, match):
+    with pytest.raises(ValueError, match=match):
+        parse_subnet(bad)
+
+
+SPACE = SubnetSpace(depths=[2, 3], widths=[16, 32], bits=[4, 8], num_blocks=3, linear_units=32)
+
+
+@pytest.mark.parametrize("name, match", [
+    ("4:32x8*4", r"depth 4 > num_blocks 3"),
+    ("3:32x8,48x8,16x4", r"widths \[48\] > linear_units 32"),
+    ("3:32x8,32x6,16x32", r"bit-widths \[6, 32\] not trained \(step sizes exist for \[4, 8\]\)"),
+])
+def test_space_validates_layerwise_against_the_model(name, match):
+    with pytest.raises(ValueError, match=match):
+        SPACE.get(name)
+
+
+def test_alike_blocks_in_the_space_are_the_uniform_name():
+    assert SPACE.get("3:32x8*3") == SubnetSpec(3, 32, 8)
+    assert SPACE.get("1:32x8") == LayerwiseSpec(((32, 8),))  # depth 1 is not in the space: stays layer-wise
+    assert isinstance(SPACE.get("3:32x8,16x4*2"), LayerwiseSpec)
+
+
+def _steps(encoder):
+    for m in encoder.modules():
+        for key in getattr(m, "weight_log_step", {}):
+            m.step(int(key[: -len("bit")]))
+    return encoder
+
+
+@pytest.mark.parametrize("uniform", ["3-32-8bit", "2-16-4bit", "3-16-8bit"])
+def test_layerwise_with_alike_blocks_computes_the_uniform_subnet(uniform):
+    encoder = _steps(make_encoder()).eval()
+    spec = SubnetSpec.parse(uniform)
+    layerwise = LayerwiseSpec(spec.blocks)
+    x, lengths = torch.randn(2, 60, 20), torch.tensor([60, 47])
+    with torch.no_grad():
+        encoder.set_subnet(spec)
+        want, configuration = encoder(x, lengths)[0], active_configuration(encoder)
+        encoder._configure(layerwise)  # the per-block path itself (set_subnet returns the uniform name)
+        got = encoder(x, lengths)[0]
+    assert active_configuration(encoder) == configuration
+    assert torch.equal(got, want)
+
+
+def test_layerwise_blocks_get_their_own_width_bits_and_statistics():
+    encoder = _steps(make_encoder()).eval()
+    spec = encoder.set_subnet("3:32x8,16x4,16x8")
+    blocks = list(encoder.encoders._modules.values())
+    for block, (width, bits) in zip(blocks, spec.blocks):
+        w_1 = block.feed_forward.w_1
+        assert (w_1.active_width or w_1.full_width) == width and block.feed_forward.w_2.active_bits == bits
+        assert block.conv_module.norm.active_key == f"w{width}-{bits}bit"
+    assert encoder.embed.conv[0].active_bits == 8  # the subsampling: the first block's bits
+    x, lengths = torch.randn(2, 60, 20), torch.tensor([60, 47])
+    with torch.no_grad():
+        out = encoder(x, lengths)[0]
+        encoder.set_subnet("3-16-4bit")
+        assert not torch.equal(out, encoder(x, lengths)[0])
+
+
+def test_missing_batchnorm_statistics_is_a_clear_error():
+    encoder = make_encoder()
+    with pytest.raises(ValueError, match=r"block 2 \(width 24, 8 bit\) has no BatchNorm statistics .*w32-8bit"):
+        encoder.set_subnet("3:32x8,24x8,16x4")
+
+
+@pytest.fixture(scope="module")
+def allinone(tmp_path_factory):
+    config_file, model_file = make_allinone_files(tmp_path_factory.mktemp("allinone"))
+    return load_allinone(config_file, model_file), yaml.safe_load(config_file.read_text())
+
+
+def _speech():
+    torch.manual_seed(1)
+    return torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6300])
+
+
+@pytest.mark.parametrize("subnet", ["2:32x4,16x8", "2:16x32,32x4", "1:16x8"])
+def test_size_of_a_layerwise_subnet_is_that_of_a_stock_model_of_its_block_sizes(allinone, subnet):
+    from espnet_allinone.onnx_export import _true_widths
+
+    model, train_config = allinone
+    spec = model.encoder.subnet_space.get(subnet)
+    state, quantized = subnet_weights(model, train_config, spec, pad=False)
+    stock = build_stock_model(stock_config(train_config, model, spec))
+    _true_widths(stock, padded_shapes(model, spec))  # a stock encoder whose blocks have the subnet's widths
+    params = sum(p.numel() for p in stock.encoder.parameters())
+    size = model.encoder.subnet_size(spec)
+    assert size.params == params
+    parameters = {f"encoder.{k}" for k, _ in stock.encoder.named_parameters()}  # no BatchNorm statistics
+    float_bits = 32 * sum(v.numel() for k, v in state.items() if k in parameters and k not in quantized)
+    code_bits = sum(q.codes.numel() * q.bits + 32 * q.step.numel() for k, q in quantized.items())
+    assert size.bits == float_bits + code_bits
+    blocks = dict(zip(range(spec.depth), spec.blocks))
+    assert size.weight_bits == max(b for _, b in blocks.values() if b != 32)
+
+
+@pytest.mark.parametrize("subnet", ["2:32x4,16x8", "2:16x8,32x4"])
+def test_stock_export_of_a_layerwise_subnet_computes_it(allinone, subnet, tmp_path):
+    model, train_config = allinone
+    spec = model.encoder.subnet_space.get(subnet)
+    state, _ = subnet_weights(model, train_config, spec)  # narrower FFNs zero-padded
+    stock = build_stock_model(stock_config(train_config, model, spec))
+    stock.load_state_dict(state, strict=True)
+    speech, lengths = _speech()
+    with torch.no_grad():
+        model.encoder.set_subnet(spec)
+        want = model.encode(speech, lengths)[0]
+        got = stock.eval().encode(speech, lengths)[0]
+    assert torch.equal(got, want)
+    export_packed(model, train_config, spec, tmp_path / "packed")  # packed at the true block sizes
+    _, packed_state, _ = load_packed(tmp_path / "packed")
+    encoder_keys = [k for k in state if k.startswith("encoder.")]
+    assert all(torch.equal(packed_state[k], state[k]) for k in encoder_keys)
+    true = padded_shapes(model, spec)
+    assert true and all(state[k].shape != shape for k, shape in true.items())
+    blob = torch.load(tmp_path / "packed" / "encoder.packed")
+    stored = {t["key"]: t["shape"] for t in blob["index"] if t["kind"] != "pad"}
+    assert all(tuple(stored[k]) == shape for k, shape in true.items() if k in stored)
+
+
+def test_onnx_graph_of_a_layerwise_subnet_computes_only_its_units(allinone, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from espnet_allinone.onnx_export import EncoderCTC, codes_in_graph, export_onnx
+
+    model, train_config = allinone
+    spec = model.encoder.subnet_space.get("2:32x4,16x4")
+    paths = export_onnx(model, train_config, spec, tmp_path)
+    state, _ = subnet_weights(model, train_config, spec)
+    stock = build_stock_model(stock_config(train_config, model, spec))
+    stock.load_state_dict(state)
+    speech, lengths = _speech()
+    with torch.no_grad():
+        feats, feats_lengths = stock.eval().frontend(speech, lengths)
+        _, want_lengths, want = EncoderCTC(stock)(feats, feats_lengths)
+    session = ort.InferenceSession(str(paths["float"]), providers=["CPUExecutionProvider"])
+    _, got_lengths, got = session.run(None, {"feats": feats.numpy(), "feats_lengths": feats_lengths.numpy()})
+    for b, n in enumerate(want_lengths):
+        np.testing.assert_allclose(got[b, :n], want[b, :n].numpy(), atol=1e-4)
+    shapes = {tuple(numpy_helper.to_array(i).shape) for i in onnx.load(str(paths["float"])).graph.initializer}
+    assert (16, 16) in shapes and (16, 32) in shapes  # block 2's FFN at width 16 (MatMul weights: (in, out))
+    _, quantized = subnet_weights(model, train_config, spec, pad=False)
+    codes = {c.tobytes() for c, _ in codes_in_graph(paths["int4"]).values()}
+    assert codes <= {q.codes.numpy().tobytes() for q in quantized.values()} and len(codes) > 5
