@@ -374,6 +374,32 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             raise ValueError(f"no BatchNorm statistics for subnet {spec.name}")
         self.active_key = key
 
+    def set_active_key(self, key: str):
+        """Use the statistics stored under ``key`` (one of :attr:`stats_keys`)."""
+        if key not in self.stats_keys:
+            raise ValueError(f"no BatchNorm statistics {key!r} (have: {', '.join(self.stats_keys)})")
+        self.active_key = key
+
+    def add_stats(self, key: str):
+        """New (or reset) running statistics under ``key`` (mean 0, variance 1, no batch seen), e.g. for
+        recalibrating a subnet whose statistics were never trained; the others are untouched."""
+        if key == self.stats_keys[0] or "." in key:
+            raise ValueError(f"cannot (re)create the statistics {key!r}")
+        device = self.weight.device
+        for stat, value in (("running_mean", torch.zeros(self.num_features, device=device)),
+                            ("running_var", torch.ones(self.num_features, device=device)),
+                            ("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))):
+            self.register_buffer(f"{stat}_{key}", value)
+        if key not in self.stats_keys:
+            self.stats_keys = self.stats_keys + (key,)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        head = prefix + "running_mean_"
+        for name in list(state_dict):  # statistics recalibrated after training: stored with the model
+            if name.startswith(head) and name[len(head):] not in self.stats_keys:
+                self.add_stats(name[len(head):])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _stat(self, stat: str) -> torch.Tensor:
         if self.active_key == self.stats_keys[0]:
             return getattr(self, stat)

@@ -129,9 +129,34 @@ def pareto_front(points: Iterable[Candidate], cost: Callable[[Candidate], float]
     return front
 
 
+def feature_batches(model, wavs: Sequence[Tuple[str, np.ndarray]], batch_size: int):
+    """[(keys, (B, T, D) features, (B,) lengths)] of ``model``'s frontend + normalisation, ``batch_size``
+    utterances of ``wavs`` (in the given order) per batch."""
+    batches = []
+    with torch.no_grad():
+        for i in range(0, len(wavs), batch_size):
+            chunk = wavs[i: i + batch_size]
+            lengths = torch.tensor([len(w) for _, w in chunk])
+            speech = torch.zeros(len(chunk), int(lengths.max()))
+            for j, (_, w) in enumerate(chunk):
+                speech[j, : len(w)] = torch.from_numpy(np.asarray(w, np.float32))
+            feats, feats_lengths = speech, lengths
+            if model.frontend is not None:
+                feats, feats_lengths = model.frontend(speech, lengths)
+            if model.normalize is not None:
+                feats, feats_lengths = model.normalize(feats, feats_lengths)
+            batches.append(([k for k, _ in chunk], feats, feats_lengths))
+    return batches
+
+
 class ProxyScorer:
     """Greedy-CTC WER of subnets on a fixed set of utterances: features computed once (frontend +
-    normalisation), the encoder forwarded in length-sorted batches of ``batch_size``."""
+    normalisation), the encoder forwarded in length-sorted batches of ``batch_size``.
+
+    With ``batch_size`` 1 the hypotheses are those of greedy-CTC ``Speech2Text`` of the subnet; in a
+    batch they can differ a little (ESPnet's Conformer convolution module does not mask padded frames,
+    so they reach the last valid ones): good enough for a proxy, not for the final decodes.
+    """
 
     def __init__(self, model, wavs: Dict[str, np.ndarray], refs: Dict[str, str], token_list: List[str],
                  tokenizer, batch_size: int = 16):
@@ -139,20 +164,7 @@ class ProxyScorer:
 
         self.model, self.refs, self.token_list, self.tokenizer, self._score = model, refs, token_list, tokenizer, score
         self.keys = sorted(wavs, key=lambda k: len(wavs[k]))
-        self.batches = []
-        with torch.no_grad():
-            for i in range(0, len(self.keys), batch_size):
-                keys = self.keys[i: i + batch_size]
-                lengths = torch.tensor([len(wavs[k]) for k in keys])
-                speech = torch.zeros(len(keys), int(lengths.max()))
-                for j, k in enumerate(keys):
-                    speech[j, : len(wavs[k])] = torch.from_numpy(wavs[k])
-                feats, feats_lengths = speech, lengths
-                if model.frontend is not None:
-                    feats, feats_lengths = model.frontend(speech, lengths)
-                if model.normalize is not None:
-                    feats, feats_lengths = model.normalize(feats, feats_lengths)
-                self.batches.append((keys, feats, feats_lengths))
+        self.batches = feature_batches(model, [(k, wavs[k]) for k in self.keys], batch_size)
         self.blank_id, self.specials = model.blank_id, (model.sos, model.eos)
 
     def hypotheses(self, spec: Subnet) -> Dict[str, str]:
@@ -241,6 +253,9 @@ def evolve(
     while sum(1 for c in scored.values() if not c.uniform_grid) < population and tries < max_tries * population:
         tries += 1
         add(random_blocks())
+    if not scored:
+        log(f"[search] no candidate within the budget {budget} in {tries} draws")
+        return scored
     for g in range(generations):
         t0 = time.perf_counter()
         front = pareto_front(scored.values(), cost)

@@ -189,3 +189,78 @@ def test_onnx_graph_of_a_layerwise_subnet_computes_only_its_units(allinone, tmp_
     _, quantized = subnet_weights(model, train_config, spec, pad=False)
     codes = {c.tobytes() for c, _ in codes_in_graph(paths["int4"]).values()}
     assert codes <= {q.codes.numpy().tobytes() for q in quantized.values()} and len(codes) > 5
+
+
+def _feature_batches(n=3):
+    torch.manual_seed(5)
+    return [(torch.randn(2, 60, 20), torch.tensor([60, 41])) for _ in range(n)]
+
+
+def test_batchnorm_recalibration_changes_only_that_subnets_statistics():
+    encoder = _steps(make_encoder()).eval()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    x, lengths = torch.randn(2, 60, 20), torch.tensor([60, 47])
+    with torch.no_grad():
+        others = {s: encoder.set_subnet(s) and encoder(x, lengths)[0] for s in ("3-32-8bit", "2-16-4bit")}
+    subnet = "3:32x8,24x8,16x4"  # width 24: never trained, no statistics
+    with pytest.raises(ValueError, match="no BatchNorm statistics"):
+        encoder.set_subnet(subnet)
+    assert encoder.recalibrate_batchnorm(subnet, _feature_batches()) == 3
+    after = encoder.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # nothing else changed
+    new = sorted(set(after) - set(before))
+    assert new == sorted(f"encoders.{i}.conv_module.norm.{stat}_{key}"
+                         for i, key in enumerate(["p32x8", "p32x8_24x8", "p32x8_24x8_16x4"])
+                         for stat in ("running_mean", "running_var", "num_batches_tracked"))
+    assert all(int(after[k]) == 3 for k in new if k.endswith("num_batches_tracked"))
+    assert not encoder.training
+    with torch.no_grad():
+        for s, want in others.items():
+            encoder.set_subnet(s)
+            assert torch.equal(encoder(x, lengths)[0], want)
+        encoder.set_subnet(subnet)
+        out = encoder(x, lengths)[0]
+    assert torch.isfinite(out).all()
+    fresh = _steps(make_encoder()).eval()
+    fresh.load_state_dict(encoder.state_dict())  # stored with the model: a fresh encoder takes them
+    with torch.no_grad():
+        fresh.set_subnet(subnet)
+        assert torch.equal(fresh(x, lengths)[0], out)
+
+
+def test_recalibrated_statistics_are_the_average_of_the_batches():
+    encoder = _steps(make_encoder()).eval()
+    subnet = encoder.subnet_space.get("2:32x8,16x4")
+    batches = _feature_batches(2)
+    seen = []
+    norm = encoder.encoders[0].conv_module.norm
+    hook = norm.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    encoder.recalibrate_batchnorm(subnet, batches)
+    hook.remove()
+    want = torch.stack([x.mean((0, 2)) for x in seen]).mean(0)
+    torch.testing.assert_close(norm.running_mean_p32x8, want)
+
+
+def test_recalibration_refuses_a_uniform_subnet():
+    with pytest.raises(ValueError, match="its BatchNorm statistics were trained"):
+        make_encoder().recalibrate_batchnorm("3-32-8bit", _feature_batches(1))
+
+
+def test_recalibrate_cli_stores_them_with_the_model(tmp_path, capsys):
+    from espnet_allinone.bin import recalibrate
+    from tests.conftest import write_tone_data
+
+    config_file, model_file = make_allinone_files(tmp_path / "model")
+    write_tone_data(tmp_path / "train", 5, 0)
+    out = tmp_path / "recalibrated.pth"
+    subnet = "2:24x4,16x4"
+    assert recalibrate.main(["--asr_train_config", str(config_file), "--asr_model_file", str(model_file),
+                             "--data_dir", str(tmp_path / "train"), "--subnet", subnet, "--num_utts", "4",
+                             "--batch_size", "2", "--output_model", str(out)]) == 0
+    assert "from 4 utterances (2 batches)" in capsys.readouterr().out
+    model = load_allinone(config_file, out)
+    assert str(model.encoder.set_subnet(subnet)) == subnet
+    with pytest.raises(SystemExit):
+        recalibrate.main(["--asr_train_config", str(config_file), "--asr_model_file", str(model_file),
+                          "--data_dir", str(tmp_path / "train"), "--subnet", "2-32-4bit", "--output_model", str(out)])
+    assert "were trained" in capsys.readouterr().err

@@ -11,7 +11,8 @@ of audio, batch 1, ``--threads`` threads, on the exported int8 ONNX graph); seve
 the first is the cost axis. The method (:mod:`espnet_allinone.search`): evolutionary search over
 depth x per-block (FFN width, bits), scored by greedy-CTC WER on ``--proxy_utts`` dev utterances;
 the uniform grid subnets are scored too. The Pareto front's points (at most ``--final``) and the
-grid subnets within the budget are then decoded on the whole ``--data_dir`` (greedy CTC), and for
+grid subnets within the budget are then decoded on the whole ``--data_dir`` (greedy CTC, one utterance
+at a time: the hypotheses of ``Speech2Text(..., ctc_greedy=True)``), and for
 a latency budget measured on their exported graphs (predicted vs measured, and what a FLOP-linear
 model would have said). Writes into ``--output_dir``:
 
@@ -236,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"within the budget", flush=True)
 
     final = _spread(front, args.final) + [c for c in within if c.uniform_grid and c not in front]
-    full = ProxyScorer(model, wavs, {k: refs[k] for k in keys}, token_list, tokenizer)
+    full = ProxyScorer(model, wavs, {k: refs[k] for k in keys}, token_list, tokenizer, batch_size=1)  # exact
     for c in final:
         c.dev_wer = full(c.spec)
         print(f"[search] decoded {c.name}: dev WER {c.dev_wer:.2f} % (proxy {c.proxy_wer:.2f} %)", flush=True)

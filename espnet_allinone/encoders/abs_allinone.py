@@ -22,7 +22,7 @@ from espnet_allinone.elastic import (
     share_calls,
     sort_units,
 )
-from espnet_allinone.subnet import FULL_PRECISION, Subnet, SubnetSpace, SubnetSpec, parse_subnet
+from espnet_allinone.subnet import FULL_PRECISION, LayerwiseSpec, Subnet, SubnetSpace, SubnetSpec, parse_subnet
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,15 @@ def compression_ratio(reference: SubnetSize, subnet: SubnetSize, storage: bool =
     holds (:attr:`SubnetSize.bits`: biases, norms and step sizes at 32 bits).
     """
     return FULL_PRECISION * reference.params / (subnet.bits if storage else subnet.paper_bits)
+
+
+def recalibrated_key(spec: Subnet, block: int) -> Optional[str]:
+    """Key of the BatchNorm statistics recalibrated for a layer-wise subnet at block ``block`` (0-based):
+    they depend on the (width, bits) of blocks 1..block+1 (the subsampling runs at the first's bits),
+    so subnets sharing that prefix share them. None for a uniform subnet (its statistics are trained)."""
+    if not isinstance(spec, LayerwiseSpec) or block >= spec.depth:
+        return None
+    return "p" + "_".join(f"{w}x{b}" for w, b in spec.blocks[: block + 1])
 
 
 def is_allinone_encoder(module: Any) -> bool:
@@ -224,13 +233,17 @@ class AllInOneEncoderMixin:
             if isinstance(m, ElasticWeight):
                 m.set_active(width if m.width_axis else None, bits)
             elif batchnorm and isinstance(m, SubnetBatchNorm1d):
-                key = SubnetSpec(spec.depth, width, bits)
-                if SubnetBatchNorm1d.stats_key(key) not in m.stats_keys:
+                own = recalibrated_key(spec, i) if i is not None else None
+                key = SubnetBatchNorm1d.stats_key(SubnetSpec(spec.depth, width, bits))
+                if own in m.stats_keys:  # recalibrated for this subnet's blocks 1..i
+                    key = own
+                elif key not in m.stats_keys:
                     trained = ", ".join(k for k in m.stats_keys)
                     raise ValueError(
                         f"subnet {spec}: block {i + 1} (width {width}, {bits} bit) has no BatchNorm statistics "
-                        f"(it has: {trained}); recalibrate them for this subnet first")
-                m.set_active(key)
+                        f"(it has: {trained}); recalibrate them for this subnet first "
+                        "(python -m espnet_allinone.bin.recalibrate)")
+                m.set_active_key(key)
 
     def set_subnet(self, subnet: Union[None, str, Subnet] = None) -> Subnet:
         """Make ``subnet`` (name or spec; None = the largest) the one forward computes: a subnet of
@@ -274,6 +287,46 @@ class AllInOneEncoderMixin:
             raise ValueError(f"{spec} does not fit this encoder: {e}") from None
         finally:
             self.set_subnet(previous)
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, subnet: Union[str, Subnet],
+                              batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> int:
+        """Estimate BatchNorm statistics for a layer-wise ``subnet`` from ``batches`` of (B, T, D) features
+        and (B,) lengths (as OFA and US-Nets do: a few hundred training utterances, the cumulative average of
+        every batch's statistics), stored under :func:`recalibrated_key` so that they travel with the state
+        dict and serve every subnet sharing the blocks' prefix; no other statistics or weights change.
+        Returns the number of batches seen. A uniform subnet of the space (trained statistics) is refused.
+        """
+        spec = self.subnet_space.get(subnet)
+        if not isinstance(spec, LayerwiseSpec):
+            raise ValueError(f"{spec} is a subnet of the space: its BatchNorm statistics were trained")
+        blocks = list(self.elastic_layers._modules.values())[: spec.depth]
+        norms = []
+        for i, block in enumerate(blocks):
+            for m in block.modules():
+                if isinstance(m, SubnetBatchNorm1d):
+                    m.add_stats(recalibrated_key(spec, i))
+                    norms.append((m, m.momentum, m.training))
+        previous, training = self._active_subnet, self.training
+        self.eval()
+        try:
+            self.set_subnet(spec)
+            for m, _, _ in norms:
+                m.momentum = None  # cumulative average over the batches
+                m.train()
+            n = 0
+            for feats, lengths in batches:
+                self(feats, lengths)
+                n += 1
+        finally:
+            for m, momentum, was_training in norms:
+                m.momentum = momentum
+                m.train(was_training)
+            self.train(training)
+            self.set_subnet(previous)
+        if n == 0:
+            raise ValueError("recalibration needs at least one batch")
+        return n
 
     def compression_ratio(
         self, subnet: Union[None, str, SubnetSpec] = None, storage: bool = False

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Searched layer-wise subnets against the uniform grid, at the grid's sizes (issue 17, item 4).
+
+    cd egs2/mini_allinone/asr1
+    python ../../../benchmarks/layerwise_search.py --exp exp/asr_allinone --dev data/dev --test data/test \\
+        --config conf/decode_asr.yaml --output_dir exp/layerwise_search
+
+1. ``espnet_allinone.bin.search`` with the budget size <= the largest grid subnet's size: the Pareto
+   front of (packed size, proxy WER) over all sizes below it (dev only);
+2. every front point and every grid subnet decoded on dev and test with ``--config`` (the recipe's
+   decoder; ``espnet_allinone.bin.decode_subnets``);
+3. for each grid subnet: the front point of at most its size with the lowest **dev** WER (the test set
+   is never used to choose), and its test WER against the grid subnet's (MAPSSWE, alpha 0.05);
+4. the smallest front point whose dev WER is at most the largest grid subnet's, and its test WER.
+Writes ``<output_dir>/RESULTS.md`` (also printed).
+"""
+
+import argparse
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def run(cmd):
+    print("+", " ".join(map(str, cmd)), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp", type=Path, required=True)
+    p.add_argument("--model_file", default="valid.acc_mean.ave.pth")
+    p.add_argument("--dev", type=Path, required=True)
+    p.add_argument("--test", type=Path, required=True)
+    p.add_argument("--config", required=True, help="decode YAML of the final decodes")
+    p.add_argument("--output_dir", type=Path, required=True)
+    p.add_argument("--population", type=int, default=32)
+    p.add_argument("--generations", type=int, default=12)
+    p.add_argument("--proxy_utts", type=int, default=100)
+    p.add_argument("--nj", type=int, default=2)
+    args = p.parse_args()
+
+    from espnet_allinone.data.kaldi import read_text
+    from espnet_allinone.export import load_allinone
+    from espnet_allinone.scoring.mapsswe import mapsswe
+    from espnet_allinone.scoring.wer import score
+
+    config, model_file = args.exp / "config.yaml", args.exp / args.model_file
+    encoder = load_allinone(config, model_file).encoder
+    space = encoder.subnet_space
+    largest = space.largest
+    sizes = {s.name: encoder.subnet_size(s).bits / 8 for s in space}
+    search_dir = args.output_dir / "search"
+    if not (search_dir / "candidates.csv").exists():
+        run([sys.executable, "-m", "espnet_allinone.bin.search", "--asr_train_config", config, "--asr_model_file",
+             model_file, "--data_dir", args.dev, "--budget", f"size={sizes[largest.name] / 1e6:.6f}MB",
+             "--output_dir", search_dir, "--population", args.population, "--generations", args.generations,
+             "--proxy_utts", args.proxy_utts, "--final", "1000"])
+    rows = list(csv.DictReader(open(search_dir / "candidates.csv")))
+    front = [r["subnet"] for r in rows if r["front"] == "1" and r["uniform_grid"] == "0"]
+    size_of = {r["subnet"]: float(r["size_bytes"]) for r in rows}
+    subnets = front + list(space.names)
+    decode_dir = args.output_dir / "decode"
+    run([sys.executable, "-m", "espnet_allinone.bin.decode_subnets", "--asr_train_config", config, "--asr_model_file",
+         model_file, "--data_dir", args.dev, args.test, "--subnets", *subnets, "--config", args.config,
+         "--output_dir", decode_dir, "--nj", args.nj])
+    refs = {d.name: read_text(d / "text") for d in (args.dev, args.test)}
+
+    def hyps(name, data):
+        return read_text(decode_dir / str(encoder.subnet_space.get(name)) / data.name / "text")
+
+    def wer(name, data):
+        return score(refs[data.name], hyps(name, data)).wer
+
+    dev = {n: wer(n, args.dev) for n in subnets}
+    test = {n: wer(n, args.test) for n in subnets}
+    conf = Path(args.config).name
+    lines = [f"# Searched layer-wise subnets vs the uniform grid ({args.exp}, decoded with {conf})", "",
+             f"Search: {len(rows)} subnets scored on {args.dev} (greedy-CTC proxy), {len(front)} layer-wise points "
+             f"on the Pareto front below {largest} ({sizes[largest.name]:.0f} bytes). Chosen per grid size by dev "
+             f"WER; test WER compared by MAPSSWE (alpha 0.05).", "",
+             "| grid subnet | size [bytes] | dev / test WER [%] | best searched of at most its size | size [bytes] "
+             "| dev / test WER [%] | test WER change | MAPSSWE (test) |", "|---|---|---|---|---|---|---|---|"]
+    for g in space.names:
+        fits = [n for n in front if size_of[n] <= sizes[g]]
+        if not fits:
+            lines.append(f"| {g} | {sizes[g]:.0f} | {dev[g]:.2f} / {test[g]:.2f} | (none smaller) | | | | |")
+            continue
+        best = min(fits, key=lambda n: (dev[n], size_of[n]))
+        if dev[best] >= dev[g]:
+            best_note = f"{best} (not better on dev: grid kept)"
+        else:
+            best_note = best
+        m = mapsswe(refs[args.test.name], hyps(best, args.test), hyps(g, args.test))
+        verdict = "n.s." if not m.significant else ("searched better" if m.better == "a" else "grid better")
+        lines.append(f"| {g} | {sizes[g]:.0f} | {dev[g]:.2f} / {test[g]:.2f} | {best_note} | {size_of[best]:.0f} | "
+                     f"{dev[best]:.2f} / {test[best]:.2f} | {test[best] - test[g]:+.2f} | {verdict} "
+                     f"(p = {m.p_value:.3f}) |")
+    target = dev[largest.name]
+    matching = sorted((n for n in front if dev[n] <= target), key=lambda n: size_of[n])
+    lines.append("")
+    if matching:
+        n = matching[0]
+        m = mapsswe(refs[args.test.name], hyps(n, args.test), hyps(largest.name, args.test))
+        lines.append(f"Smallest searched subnet with dev WER <= {largest}'s ({target:.2f} %): `{n}`, "
+                     f"{size_of[n]:.0f} bytes ({100 * size_of[n] / sizes[largest.name]:.0f} % of {largest}); test WER "
+                     f"{test[n]:.2f} vs {test[largest.name]:.2f} % (MAPSSWE p = {m.p_value:.3f}, "
+                     f"{'significant' if m.significant else 'not significant'}).")
+    else:
+        lines.append(f"No searched subnet below {largest}'s size reaches its dev WER ({target:.2f} %).")
+    text = "\n".join(lines) + "\n"
+    (args.output_dir / "RESULTS.md").write_text(text)
+    yaml.safe_dump({"dev": dev, "test": test, "size": size_of}, open(args.output_dir / "wer.yaml", "w"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
