@@ -216,3 +216,28 @@ def test_training_time_read_from_the_models_own_log(results):
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert {float(r["train_time_s"]) for r in rows} == {2 * (62 + 3)}
+
+
+def test_layerwise_subnets_are_rows_with_their_own_size(results):
+    tmp, _, rows, refs = results
+    name = "2:32x8,16x4"
+    _decodes(tmp / "K" / "decode", refs, lambda n: 0.05, 7, subnets=[name])
+    out = tmp / "out_layerwise"
+    main([
+        "--asr_train_config", str(tmp / "K" / "config.yaml"), "--asr_model_file", str(tmp / "K" / "model.pth"),
+        "--decode_dir", str(tmp / "K" / "decode"), "--data_dir", *(str(tmp / "data" / s) for s in SETS),
+        "--out_dir", str(out), "--label", "K", "--layerwise", name,
+    ])
+    with open(out / "results.csv") as f:
+        new = {r["sys"]: r for r in csv.DictReader(f)}
+    row = new["L1K"]
+    assert row["subnet"] == name and row["bits"] == "8/4"
+    # its size lies between the uniform subnets it mixes
+    smaller, larger = (float(new_row(new, n)["size_mb"]) for n in ("2-16-4bit", "2-32-8bit"))
+    assert smaller < float(row["size_mb"]) < larger
+    hyps = read_text(tmp / "K" / "decode" / name / "test" / "text")
+    assert float(row["wer_test"]) == pytest.approx(score(refs["test"], hyps).wer, abs=0.01)
+
+
+def new_row(rows, subnet):
+    return next(r for r in rows.values() if r["subnet"] == subnet)

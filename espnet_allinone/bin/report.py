@@ -103,6 +103,11 @@ def _size(encoder, arch: SubnetSpec) -> Tuple[int, float, float]:
     return size.params, size.paper_bits / 8 / 1e6, encoder.compression_ratio(arch)
 
 
+def _bits(arch) -> str:
+    """The bits column: the subnet's bit-width, or a layer-wise one's per-block bit-widths (e.g. 8/8/4/4)."""
+    return str(arch.bits) if isinstance(arch, SubnetSpec) else "/".join(str(b) for _, b in arch.blocks)
+
+
 def _subdirs(root: Path) -> List[SubnetSpec]:
     specs = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
@@ -171,6 +176,13 @@ def build_systems(args, sets: List[str]) -> List[System]:
                                   use_kl=getattr(m, "use_kl", None), params=params, size_mb=mb,
                                   ratio=ratio, train_time=times.get(label),
                                   hyp_dirs=dirs(decode_dir / arch.name)))
+    for i, name in enumerate(args.layerwise):  # searched layer-wise subnets of the main model
+        label, m, decode_dir = models[-1]
+        arch = m.encoder.subnet_space.get(name)
+        params, mb, ratio = _size(m.encoder, arch)
+        systems.append(System(f"L{i + 1}{label}", arch, "allinone", label=label, use_kl=getattr(m, "use_kl", None),
+                              params=params, size_mb=mb, ratio=ratio, train_time=times.get(label),
+                              hyp_dirs=dirs(decode_dir / arch.name)))
     return systems
 
 
@@ -269,7 +281,7 @@ def markdown(systems: List[System], sets: List[str]) -> str:
         cells = [s.sys_id, arch, _yes_no(s.kind == "allinone" if s.kind != "baseline" else None),
                  _yes_no(s.use_kl) if s.kind == "allinone" else "-",
                  _count(s.params) if first_of_block else f"share ({_count(s.params)})",
-                 str(s.arch.bits), f"{s.size_mb:.2f}" if s.size_mb >= 1 else f"{s.size_mb:.3g}",
+                 _bits(s.arch), f"{s.size_mb:.2f}" if s.size_mb >= 1 else f"{s.size_mb:.3g}",
                  _hours(s.train_time) if first_of_block else "", f"{s.ratio:.2f}x"]
         for key in sets + [AVG]:
             w = s.wer.get(key)
@@ -311,7 +323,7 @@ def csv_rows(systems: List[System], sets: List[str]) -> List[Dict]:
     rows = []
     for s in systems:
         row = {"sys": s.sys_id, "subnet": s.arch.name, "kind": s.kind, "label": s.label,
-               "use_kl": s.use_kl, "params": s.params, "bits": s.arch.bits, "size_mb": s.size_mb,
+               "use_kl": s.use_kl, "params": s.params, "bits": _bits(s.arch), "size_mb": s.size_mb,
                "ratio": s.ratio, "train_time_s": s.train_time}
         for key in sets + [AVG]:
             w = s.wer.get(key)
@@ -382,6 +394,9 @@ def get_parser() -> argparse.ArgumentParser:
                    "e.g. A:exp/asr_A/config.yaml:exp/asr_A/decode")
     p.add_argument("--separate_decode_dir",
                    help="separately trained systems: DIR/<subnet>/<set>/text")
+    p.add_argument("--layerwise", nargs="+", default=[],
+                   help="layer-wise subnets of this model to add as rows (L1, L2, ...; decoded into "
+                        "<decode_dir>/<name>/<set>/text, e.g. found by espnet_allinone.bin.search)")
     p.add_argument("--baseline_decode_dir", help="the float baseline: DIR/<set>/text")
     p.add_argument("--baseline_name", help="its architecture, e.g. 12-2048-32bit "
                    "(default: the largest subnet at 32 bits)")
