@@ -148,3 +148,22 @@ def test_proxy_is_greedy_ctc_wer_of_the_subnet(tmp_path):
     want = {k: s2t(w)[0][0] for k, w in wavs.items()}
     assert proxy.hypotheses(SubnetSpec.parse("1-16-4bit")) == want
     assert np.isfinite(proxy(SubnetSpec.parse("1-16-4bit")))
+
+
+def test_latency_budget_is_measured_on_the_exported_graphs(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from espnet_allinone.bin import search
+
+    config_file, model_file = make_allinone_files(tmp_path / "model")
+    write_tone_data(tmp_path / "dev", 4, 1)
+    out = tmp_path / "search"
+    assert search.main(["--asr_train_config", str(config_file), "--asr_model_file", str(model_file),
+                        "--data_dir", str(tmp_path / "dev"), "--output_dir", str(out), "--population", "3",
+                        "--generations", "1", "--proxy_utts", "2", "--threads", "1", "--final", "3",
+                        "--budget", "latency=1s", "size=1MB"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[search] latency ") >= 12 + 3  # every grid subnet, then the decoded points
+    results = (out / "RESULTS.md").read_text()
+    assert "predicted / measured / FLOP-model latency [ms]" in results and "Latency model error" in results
+    rows = list(csv.DictReader(open(out / "candidates.csv")))
+    assert all(float(r["latency_ms"]) > 0 for r in rows)
