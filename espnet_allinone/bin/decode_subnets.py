@@ -128,12 +128,26 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "") -> Dict:
     return {"decoded": len(lines) - len(failed), "failed": failed}
 
 
+def decode_or_skip(s2t, data_dir: Path, out: Path, tag: str, **fields) -> Dict:
+    """:func:`decode_set` unless ``out`` already holds a complete decode of ``data_dir`` (then skipped);
+    returns ``{**fields, set, skipped, decoded, failed}`` and prints a line per decoded set."""
+    from espnet_allinone.data.audio import DataDirAudio
+
+    keys = DataDirAudio(data_dir, 1).keys()
+    if is_done(out, keys):
+        failed = read_failures(out)
+        return dict(fields, set=data_dir.name, skipped=True, decoded=len(keys) - len(failed), failed=failed)
+    r = decode_set(s2t, data_dir, out, tag=tag)
+    print(f"[decode] {tag}{data_dir.name}: {r['decoded']} decoded, {len(r['failed'])} failed, "
+          f"RTF {float((out / DONE).read_text()):.4f}", flush=True)
+    return dict(fields, set=data_dir.name, skipped=False, **r)
+
+
 def _decode_job(args) -> List[Dict]:
     job, nj, requested, opts = args
     import torch
 
     torch.set_num_threads(1)
-    from espnet_allinone.data.audio import DataDirAudio
     from espnet_allinone.inference import Speech2Text, select_subnet
 
     s2t = Speech2Text(
@@ -147,17 +161,18 @@ def _decode_job(args) -> List[Dict]:
         spec = select_subnet(s2t.asr_model, subnet)
         for data_dir in opts["data_dirs"]:
             out = Path(opts["output_dir"]) / spec.name / data_dir.name
-            keys = DataDirAudio(data_dir, 1).keys()
-            if is_done(out, keys):
-                failed = read_failures(out)
-                results.append(dict(subnet=spec.name, set=data_dir.name, skipped=True,
-                                    decoded=len(keys) - len(failed), failed=failed))
-                continue
-            r = decode_set(s2t, data_dir, out, tag=f"job {job}: {spec} ")
-            results.append(dict(subnet=spec.name, set=data_dir.name, skipped=False, **r))
-            print(f"[decode] job {job}: {spec} {data_dir.name}: {r['decoded']} decoded, "
-                  f"{len(r['failed'])} failed, RTF {float((out / DONE).read_text()):.3f}", flush=True)
+            results.append(decode_or_skip(s2t, data_dir, out, f"job {job}: {spec} ", subnet=spec.name))
     return results
+
+
+def finish(results: List[Dict], output_dir: str, fail_on_bad_audio: bool, unit: str = "subnet") -> int:
+    """Print the :func:`summary`; the exit status: 1 if an utterance failed and ``fail_on_bad_audio``."""
+    for line in summary(results, output_dir, unit):
+        print(line, flush=True)
+    if fail_on_bad_audio and any(r["failed"] for r in results):
+        print("[decode] exit status 1: utterances failed and --fail_on_bad_audio is true", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def summary(results: List[Dict], output_dir: str, unit: str = "subnet") -> List[str]:
@@ -209,13 +224,7 @@ def main(argv=None) -> int:
     else:
         with multiprocessing.get_context("spawn").Pool(nj) as pool:
             results = [r for rs in pool.map(_decode_job, jobs) for r in rs]
-    for line in summary(results, args.output_dir):
-        print(line, flush=True)
-    if args.fail_on_bad_audio and any(r["failed"] for r in results):
-        print("[decode] exit status 1: utterances failed and --fail_on_bad_audio is true",
-              file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return finish(results, args.output_dir, args.fail_on_bad_audio)
 
 
 if __name__ == "__main__":

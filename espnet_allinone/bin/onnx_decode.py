@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from espnet_allinone.bin.decode_subnets import DONE, decode_set, is_done, read_failures, summary
+from espnet_allinone.bin.decode_subnets import decode_or_skip, finish
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from espnet_allinone.data.audio import DataDirAudio
     from espnet_allinone.onnx_inference import OnnxSpeech2Text
 
     decode_conf: Dict = yaml.safe_load(open(args.config)) if args.config else {}
@@ -56,22 +55,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(str(e))
         for data_dir in map(Path, args.data_dir):
             out = Path(args.output_dir) / precision / data_dir.name
-            keys = DataDirAudio(data_dir, 1).keys()
-            if is_done(out, keys):
-                failed = read_failures(out)
-                results.append(dict(set=data_dir.name, skipped=True, decoded=len(keys) - len(failed), failed=failed))
-                continue
-            r = decode_set(s2t, data_dir, out, tag=f"{precision} ")
-            results.append(dict(set=data_dir.name, skipped=False, **r))
-            print(f"[onnx_decode] {s2t.config['subnet']} {precision} {data_dir.name}: {r['decoded']} decoded, "
-                  f"{len(r['failed'])} failed, RTF {float((out / DONE).read_text()):.4f}", flush=True)
-    for line in summary(results, args.output_dir, unit="precision"):
-        print(line, flush=True)
-    if args.fail_on_bad_audio and any(r["failed"] for r in results):
-        print("[onnx_decode] exit status 1: utterances failed and --fail_on_bad_audio is true",
-              file=sys.stderr, flush=True)
-        return 1
-    return 0
+            results.append(decode_or_skip(s2t, data_dir, out, f"{s2t.config['subnet']} {precision} "))
+    return finish(results, args.output_dir, args.fail_on_bad_audio, unit="precision")
 
 
 if __name__ == "__main__":
