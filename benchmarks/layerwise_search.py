@@ -11,7 +11,10 @@
    decoder; ``espnet_allinone.bin.decode_subnets``);
 3. for each grid subnet: the front point of at most its size with the lowest **dev** WER (the test set
    is never used to choose), and its test WER against the grid subnet's (MAPSSWE, alpha 0.05);
-4. the smallest front point whose dev WER is at most the largest grid subnet's, and its test WER.
+4. the smallest front point whose dev WER is at most the largest grid subnet's, and the smallest one
+   not significantly worse than it on dev (MAPSSWE), with their test WER;
+5. with ``--recalibrate N``: the front points' BatchNorm statistics recalibrated on N training
+   utterances (``espnet_allinone.bin.recalibrate``), decoded again: dev / test WER before and after.
 Writes ``<output_dir>/RESULTS.md`` (also printed).
 """
 
@@ -41,6 +44,8 @@ def main():
     p.add_argument("--generations", type=int, default=12)
     p.add_argument("--proxy_utts", type=int, default=100)
     p.add_argument("--nj", type=int, default=2)
+    p.add_argument("--recalibrate", type=int, default=0, help="training utterances for BatchNorm recalibration")
+    p.add_argument("--train", type=Path, default=Path("data/train"))
     args = p.parse_args()
 
     from espnet_allinone.data.kaldi import read_text
@@ -111,6 +116,39 @@ def main():
                      f"{'significant' if m.significant else 'not significant'}).")
     else:
         lines.append(f"No searched subnet below {largest}'s size reaches its dev WER ({target:.2f} %).")
+    same = [n for n in sorted(front, key=lambda n: size_of[n])
+            if not mapsswe(refs[args.dev.name], hyps(n, args.dev), hyps(largest.name, args.dev)).significant]
+    if same:
+        n = same[0]
+        m = mapsswe(refs[args.test.name], hyps(n, args.test), hyps(largest.name, args.test))
+        lines.append(f"Smallest searched subnet not significantly different from {largest} on dev (MAPSSWE): `{n}`, "
+                     f"{size_of[n]:.0f} bytes ({100 * size_of[n] / sizes[largest.name]:.0f} %); dev {dev[n]:.2f} vs "
+                     f"{target:.2f} %, test {test[n]:.2f} vs {test[largest.name]:.2f} % (MAPSSWE p = {m.p_value:.3f}).")
+    grid_same = [g for g in sorted(space.names, key=lambda g: sizes[g])
+                 if not mapsswe(refs[args.dev.name], hyps(g, args.dev), hyps(largest.name, args.dev)).significant]
+    lines.append(f"Smallest grid subnet not significantly different from {largest} on dev: `{grid_same[0]}`, "
+                 f"{sizes[grid_same[0]]:.0f} bytes ({100 * sizes[grid_same[0]] / sizes[largest.name]:.0f} %).")
+    if args.recalibrate:
+        recal_model = args.output_dir / "recalibrated.pth"
+        if not recal_model.exists():
+            run([sys.executable, "-m", "espnet_allinone.bin.recalibrate", "--asr_train_config", config,
+                 "--asr_model_file", model_file, "--data_dir", args.train, "--num_utts", args.recalibrate,
+                 "--subnet", *front, "--output_model", recal_model])
+        recal_dir = args.output_dir / "decode_recalibrated"
+        run([sys.executable, "-m", "espnet_allinone.bin.decode_subnets", "--asr_train_config", config,
+             "--asr_model_file", recal_model, "--data_dir", args.dev, args.test, "--subnets", *front,
+             "--config", args.config, "--output_dir", recal_dir, "--nj", args.nj])
+        lines += ["", f"BatchNorm recalibration of the front's layer-wise points on {args.recalibrate} utterances of "
+                      f"{args.train}:", "", "| subnet | dev WER before / after | test WER before / after | "
+                      "MAPSSWE after vs before (test) |", "|---|---|---|---|"]
+        for n in sorted(front, key=lambda n: size_of[n]):
+            name = str(encoder.subnet_space.get(n))
+            after = {d.name: read_text(recal_dir / name / d.name / "text") for d in (args.dev, args.test)}
+            wa = {d: score(refs[d], after[d]).wer for d in after}
+            m = mapsswe(refs[args.test.name], after[args.test.name], hyps(n, args.test))
+            lines.append(f"| {n} | {dev[n]:.2f} / {wa[args.dev.name]:.2f} | {test[n]:.2f} / {wa[args.test.name]:.2f} "
+                         f"| {'n.s.' if not m.significant else ('better' if m.better == 'a' else 'worse')} "
+                         f"(p = {m.p_value:.3f}) |")
     text = "\n".join(lines) + "\n"
     (args.output_dir / "RESULTS.md").write_text(text)
     yaml.safe_dump({"dev": dev, "test": test, "size": size_of}, open(args.output_dir / "wer.yaml", "w"))

@@ -24,7 +24,10 @@ writes into the directory (:mod:`espnet_allinone.onnx_inference` decodes it, wit
   stored two per byte, the channel's step repeated per block, accuracy level 0: float compute on the
   dequantized codes), the convolutions' codes as ONNX ``INT4`` tensors (the graph converted to opset 21).
 - ``decoder.onnx`` (attention models): one step of the stock decoder with its per-layer caches,
-  ``ys`` (N, L), ``memory`` (N, T', D), ``cache_<i>`` (N, L-1, D) -> ``logp`` (N, V), ``new_cache_<i>``.
+  ``ys`` (N, L), ``memory``, ``cache_<i>`` (N, L-1, D) -> ``logp`` (N, V), ``new_cache_<i>``; ``memory``
+  is (N, T', 2 L D), the output of ``decoder_memory.onnx``: every layer's source-attention keys and values
+  of the encoder output (:class:`DecoderMemory`), computed once per utterance instead of at every step
+  (stock ``forward_one_step`` projects the whole encoder output again at each step).
 - ``config.yaml``: token list, special ids, sample rate, the files above.
 
 Graphs are exported by torch's TorchScript-based exporter (``dynamo=False``, opset 17, dynamic batch
@@ -53,7 +56,7 @@ from espnet_allinone.fileio import atomic_path
 from espnet_allinone.quant import QuantizedWeight
 from espnet_allinone.subnet import SubnetSpec
 
-FRONTEND, DECODER, CONFIG = "frontend.onnx", "decoder.onnx", "config.yaml"
+FRONTEND, DECODER, DECODER_MEMORY, CONFIG = "frontend.onnx", "decoder.onnx", "decoder_memory.onnx", "config.yaml"
 ENCODER = {"float": "encoder_ctc.onnx", "int8": "encoder_ctc.int8.onnx", "int4": "encoder_ctc.int4.onnx"}
 NBITS_BLOCKS = (16, 32, 64, 128, 256)  # block sizes of ORT's MatMulNBits CPU kernels
 INT4_OPSET = 21  # DequantizeLinear of INT4 tensors
@@ -209,6 +212,46 @@ class DecoderStep(torch.nn.Module):
         return (logp, *new_cache)
 
 
+class DecoderMemory(torch.nn.Module):
+    """(N, T', D) encoder output -> (N, T', 2 L D): every decoder layer's source-attention keys and values
+    (its stock ``linear_k`` and ``linear_v`` on the encoder output), once per utterance."""
+
+    def __init__(self, decoder: torch.nn.Module):
+        super().__init__()
+        self.attentions = torch.nn.ModuleList(layer.src_attn for layer in decoder.decoders)
+
+    def forward(self, enc: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t for a in self.attentions for t in (a.linear_k(enc), a.linear_v(enc))], dim=-1)
+
+
+class _Columns(torch.nn.Module):
+    """Stands in for a source attention's ``linear_k`` / ``linear_v``: its columns of the precomputed
+    :class:`DecoderMemory` output, so that the stock attention forward runs unchanged on them."""
+
+    def __init__(self, start: int, stop: int):
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        return memory[..., self.start: self.stop]
+
+
+def _projects_memory(layers) -> bool:
+    return all(isinstance(getattr(getattr(layer, "src_attn", None), name, None), torch.nn.Linear)
+               for layer in layers for name in ("linear_k", "linear_v"))
+
+
+def _reading_projected_memory(decoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a stock decoder whose layers read their source-attention keys and values from the
+    :class:`DecoderMemory` output (the same function, the projections done once per utterance)."""
+    decoder = copy.deepcopy(decoder)
+    for i, layer in enumerate(decoder.decoders):
+        d = layer.src_attn.linear_k.out_features
+        layer.src_attn.linear_k, layer.src_attn.linear_v = _Columns(2 * i * d, (2 * i + 1) * d), \
+            _Columns((2 * i + 1) * d, (2 * i + 2) * d)
+    return decoder
+
+
 def _digest(array: np.ndarray) -> str:
     """Key of a float array by value (``+ 0`` maps -0.0 to 0.0: the codes' 0 is stored as either)."""
     value = np.ascontiguousarray(array, dtype=np.float32) + np.float32(0)
@@ -291,14 +334,20 @@ def export_onnx(
                 onnx.checker.check_model(str(tmp))
     layers = getattr(stock.decoder, "decoders", None)
     if stock.decoder is not None and hasattr(stock.decoder, "forward_one_step") and layers is not None:
-        paths["decoder"] = out_dir / DECODER
         d = stock.encoder.output_size()
         n = len(layers)
+        width = 2 * n * d if _projects_memory(layers) else d
+        if width != d:  # the source attentions' keys and values once per utterance, not at every step
+            paths["decoder_memory"] = out_dir / DECODER_MEMORY
+            _export(DecoderMemory(stock.decoder).eval(), (torch.randn(1, 20, d),), paths["decoder_memory"],
+                    ["enc"], ["memory"], {"enc": {0: "N", 1: "T"}, "memory": {0: "N", 1: "T"}}, opset)
+        paths["decoder"] = out_dir / DECODER
         cache = tuple(torch.randn(1, 2, d) for _ in range(n))
         dynamic = {"ys": {0: "N", 1: "L"}, "memory": {0: "N", 1: "T"}, "logp": {0: "N"}}
         dynamic.update({f"cache_{i}": {0: "N", 1: "L_1"} for i in range(n)})
         dynamic.update({f"new_cache_{i}": {0: "N", 1: "L"} for i in range(n)})
-        _export(DecoderStep(stock.decoder).eval(), (torch.tensor([[1, 2, 3]]), torch.randn(1, 20, d), *cache),
+        step = DecoderStep(_reading_projected_memory(stock.decoder) if width != d else stock.decoder).eval()
+        _export(step, (torch.tensor([[1, 2, 3]]), torch.randn(1, 20, width), *cache),
                 paths["decoder"], ["ys", "memory", *(f"cache_{i}" for i in range(n))],
                 ["logp", *(f"new_cache_{i}" for i in range(n))], dynamic, opset)
     paths["config"] = out_dir / CONFIG

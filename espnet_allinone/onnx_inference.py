@@ -50,8 +50,15 @@ class OnnxDecoder(BatchScorerInterface):
     State per hypothesis: the list of per-layer (L-1, D) caches (as ESPnet's ``TransformerDecoder``).
     """
 
-    def __init__(self, session, num_layers: int, size: int):
+    def __init__(self, session, num_layers: int, size: int, memory_session=None):
         self.session, self.num_layers, self.size = session, num_layers, size
+        self.memory_session, self.memory = memory_session, None
+
+    def set_utterance(self, enc: np.ndarray):
+        """Project the (T', D) encoder output of the utterance about to be decoded once: every layer's
+        source-attention keys and values (``decoder_memory.onnx``)."""
+        if self.memory_session is not None:
+            self.memory = self.memory_session.run(None, {"enc": np.ascontiguousarray(enc[None], np.float32)})[0]
 
     def score(self, ys: torch.Tensor, state, x: torch.Tensor):
         logp, states = self.batch_score(ys.unsqueeze(0), [state], x.unsqueeze(0))
@@ -59,7 +66,13 @@ class OnnxDecoder(BatchScorerInterface):
 
     def batch_score(self, ys: torch.Tensor, states: List, xs: torch.Tensor):
         n = ys.size(0)
-        feed = {"ys": ys.numpy().astype(np.int64), "memory": np.ascontiguousarray(xs.numpy(), np.float32)}
+        if self.memory_session is None:
+            memory = np.ascontiguousarray(xs.numpy(), np.float32)
+        else:
+            if self.memory is None or self.memory.shape[1] != xs.size(1):
+                raise RuntimeError("decoder memory of another utterance: call set_utterance first")
+            memory = np.ascontiguousarray(np.broadcast_to(self.memory, (n, *self.memory.shape[1:])))
+        feed = {"ys": ys.numpy().astype(np.int64), "memory": memory}
         for i in range(self.num_layers):
             if states[0] is None:
                 feed[f"cache_{i}"] = np.zeros((n, 0, self.size), np.float32)
@@ -138,7 +151,7 @@ class OnnxSpeech2Text:
             if "lexicon" not in conf:
                 raise ValueError("ctc_lexicon_decoder needs a 'lexicon' file")
             self.lexicon_decoder = CTCLexiconDecoder(self.token_list, **conf)
-        self.beam_search = None
+        self.beam_search = self.decoder = None
         if not self.ctc_greedy and self.lexicon_decoder is None:
             if ctc_weight < 1.0 and "decoder" not in files:
                 raise ValueError(f"{onnx_dir}: no decoder.onnx (a CTC-only model): decode with ctc_weight 1.0, "
@@ -148,8 +161,10 @@ class OnnxSpeech2Text:
                            length_bonus=LengthBonus(len(self.token_list)))
             weights = dict(decoder=1.0 - ctc_weight, ctc=ctc_weight, length_bonus=penalty)
             if ctc_weight < 1.0:
-                scorers["decoder"] = OnnxDecoder(_session(onnx_dir / files["decoder"], threads),
-                                                 config["decoder_layers"], config["encoder_output_size"])
+                memory = files.get("decoder_memory")
+                self.decoder = scorers["decoder"] = OnnxDecoder(
+                    _session(onnx_dir / files["decoder"], threads), config["decoder_layers"],
+                    config["encoder_output_size"], _session(onnx_dir / memory, threads) if memory else None)
             self.beam_search = BatchBeamSearch(
                 scorers=scorers, weights=weights, beam_size=beam_size, vocab_size=len(self.token_list),
                 sos=self.sos, eos=self.eos, token_list=self.token_list,
@@ -189,6 +204,8 @@ class OnnxSpeech2Text:
             hyps = [hyp]
         else:
             self.posteriors.logp = torch.from_numpy(logp).unsqueeze(0)
+            if self.decoder is not None:
+                self.decoder.set_utterance(enc)
             with torch.no_grad():
                 hyps = self.beam_search(x=torch.from_numpy(enc), maxlenratio=self.maxlenratio,
                                         minlenratio=self.minlenratio)[: self.nbest]

@@ -171,18 +171,22 @@ def test_low_bit_graphs_stay_close_to_the_fake_quant_subnet(allinone, exported, 
 
 
 def test_decoder_graph_is_the_stock_decoder_step(allinone, exported):
+    """decoder_memory.onnx projects the encoder output once (every layer's source-attention keys and
+    values), decoder.onnx steps on it: together the stock ``forward_one_step``."""
     stock = _stock(allinone, "2-32-8bit")
     session = _session(exported["2-32-8bit"]["decoder"])
-    memory = torch.randn(3, 11, stock.encoder.output_size())
-    ys = torch.full((3, 1), stock.sos)
+    enc = torch.randn(3, 11, stock.encoder.output_size())
+    (memory,) = _session(exported["2-32-8bit"]["decoder_memory"]).run(None, {"enc": enc.numpy()})
     n = len(stock.decoder.decoders)
-    cache_t, cache_o = None, [np.zeros((3, 0, memory.size(-1)), np.float32) for _ in range(n)]
+    assert memory.shape == (3, 11, 2 * n * enc.size(-1))
+    ys = torch.full((3, 1), stock.sos)
+    cache_t, cache_o = None, [np.zeros((3, 0, enc.size(-1)), np.float32) for _ in range(n)]
     for step in range(4):
         mask = torch.ones_like(ys, dtype=torch.bool).unsqueeze(1)
         with torch.no_grad():
             want, cache_t = stock.decoder.forward_one_step(ys, torch.tril(mask.expand(-1, ys.size(1), -1)),
-                                                           memory, cache=cache_t)
-        got, *cache_o = session.run(None, {"ys": ys.numpy(), "memory": memory.numpy(),
+                                                           enc, cache=cache_t)
+        got, *cache_o = session.run(None, {"ys": ys.numpy(), "memory": memory,
                                            **{f"cache_{i}": c for i, c in enumerate(cache_o)}})
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
         ys = torch.cat([ys, want.argmax(-1, keepdim=True)], 1)
@@ -193,7 +197,7 @@ def test_config_and_sizes(allinone, exported):
     paths = exported["1-16-4bit"]
     config = yaml.safe_load(paths["config"].read_text())
     assert config["subnet"] == "1-16-4bit" and config["fs"] == 16000 and config["token_list"][-1] == "<sos/eos>"
-    assert set(config["files"]) == {"frontend", "float", "int8", "int4", "decoder"}
+    assert set(config["files"]) == {"frontend", "float", "int8", "int4", "decoder", "decoder_memory"}
     assert config["min_frames"] == 7 and config["min_samples"] == 201  # conv2d subsampling; n_fft 400 centred
     float_size, int8_size = (graph_size(model, "1-16-4bit", paths[k]) for k in ("float", "int8"))
     assert float_size.bound_bytes == int8_size.bound_bytes < int8_size.file_bytes < float_size.file_bytes
@@ -223,7 +227,7 @@ def test_export_cli_writes_onnx(tmp_path, capsys):
             str(tmp_path / "out"), "--formats", "onnx"]
     export.main([*args, "--subnet", "1-16-4bit"])
     for name in ("frontend.onnx", "encoder_ctc.onnx", "encoder_ctc.int8.onnx", "encoder_ctc.int4.onnx",
-                 "decoder.onnx", "config.yaml"):
+                 "decoder.onnx", "decoder_memory.onnx", "config.yaml"):
         assert (tmp_path / "out/1-16-4bit/onnx" / name).is_file()
     out = capsys.readouterr().out
     assert "1-16-4bit int8:" in out and "bit bound of encoder + CTC" in out
