@@ -87,10 +87,11 @@ def min_samples(s2t) -> int:
     return frontend_min_samples(getattr(s2t.asr_model, "frontend", None))
 
 
-def decode_set(s2t, data_dir: Path, out: Path, tag: str = "") -> Dict:
-    """Decode one data dir with the subnet ``s2t`` computes; write ``out/{text,failed,rtf}``.
+def decode_set(s2t, data_dir: Path, out: Path, tag: str = "", keys: Optional[List[str]] = None) -> Dict:
+    """Decode one data dir (or its utterances ``keys``) with the subnet ``s2t`` computes; write
+    ``out/{text,failed,rtf}``.
 
-    Returns ``{"decoded": n, "failed": {utt: reason}}``.
+    Returns ``{"decoded": n, "failed": {utt: reason}, "seconds": decoding time, "audio_seconds": ...}``.
     """
     import torch
     from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
@@ -100,7 +101,7 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "") -> Dict:
     reader = DataDirAudio(data_dir, model_sample_rate(s2t))
     shortest, fs = min_samples(s2t), reader.fs
     lines, failed, audio_s, spent = [], {}, 0.0, 0.0
-    for key in reader.keys():
+    for key in reader.keys() if keys is None else keys:
         try:
             audio = reader[key]
             if len(audio.wav) < shortest:
@@ -125,7 +126,7 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "") -> Dict:
     write_text_atomic(out / FAILED, "".join(f"{k} {v}\n" for k, v in failed.items()))
     rtf = spent / audio_s if audio_s > 0 else float("nan")
     write_text_atomic(out / DONE, f"{rtf:.4f}\n")  # last: marks the set done
-    return {"decoded": len(lines) - len(failed), "failed": failed}
+    return {"decoded": len(lines) - len(failed), "failed": failed, "seconds": spent, "audio_seconds": audio_s}
 
 
 def decode_or_skip(s2t, data_dir: Path, out: Path, tag: str, **fields) -> Dict:

@@ -8,7 +8,7 @@ export all go through these two functions.
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
@@ -227,9 +227,8 @@ class AllInOneEncoderMixin:
         self.elastic_layers.set_depth(spec.depth)
         blocks = list(self.elastic_layers._modules.values())
         per_block = list(spec.blocks) + [spec.blocks[-1]] * (len(blocks) - spec.depth)
-        config = {id(m): (i, *per_block[i]) for i, block in enumerate(blocks) for m in block.modules()}
-        for m in self.modules():
-            i, width, bits = config.get(id(m), (None, spec.width, spec.front_bits))
+        for m, i in self._configurable_modules():
+            width, bits = per_block[i] if i is not None else (spec.width, spec.front_bits)
             if isinstance(m, ElasticWeight):
                 m.set_active(width if m.width_axis else None, bits)
             elif batchnorm and isinstance(m, SubnetBatchNorm1d):
@@ -244,6 +243,17 @@ class AllInOneEncoderMixin:
                         f"(it has: {trained}); recalibrate them for this subnet first "
                         "(python -m espnet_allinone.bin.recalibrate)")
                 m.set_active_key(key)
+
+    def _configurable_modules(self) -> List[Tuple[torch.nn.Module, Optional[int]]]:
+        """(module, index of its block or None) of every elastic layer and BatchNorm, computed once."""
+        found = getattr(self, "_configurable", None)
+        if found is None:
+            block_of = {id(m): i for i, block in enumerate(self.elastic_layers._modules.values())
+                        for m in block.modules()}
+            found = [(m, block_of.get(id(m))) for m in self.modules()
+                     if isinstance(m, (ElasticWeight, SubnetBatchNorm1d))]
+            self._configurable = found
+        return found
 
     def set_subnet(self, subnet: Union[None, str, Subnet] = None) -> Subnet:
         """Make ``subnet`` (name or spec; None = the largest) the one forward computes: a subnet of
