@@ -68,9 +68,10 @@ def _spread(items: List, n: int) -> List:
 
 
 def measure_latency(model, train_config: Dict, specs, threads: int, frames: int = 1000,
-                    rounds: int = 5, log=print) -> Dict[str, float]:
+                    rounds: int = 7, log=print) -> Dict[str, float]:
     """{name: median seconds} of the exported encoder + CTC graph (int8, float for 32-bit) of each
-    subnet: batch 1, ``frames`` frames, each session timed alone after a warm-up."""
+    subnet: batch 1, ``frames`` frames; the sessions take turns round by round (after a pause: ORT's
+    pool threads spin-wait ~0.1 s after a run), so that the machine's drift hits them alike."""
     import onnxruntime as ort
 
     from espnet_allinone.onnx_export import export_onnx
@@ -81,21 +82,24 @@ def measure_latency(model, train_config: Dict, specs, threads: int, frames: int 
     n_mels = int(model.frontend.output_size()) if model.frontend is not None else int(train_config["input_size"])
     feed = {"feats": np.random.default_rng(0).standard_normal((1, frames, n_mels)).astype(np.float32),
             "feats_lengths": np.array([frames], np.int64)}
-    out = {}
+    sessions, times = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
-            paths = export_onnx(model, train_config, spec, Path(tmp) / str(len(out)))
-            session = ort.InferenceSession(str(paths.get("int8", paths["float"])), so,
-                                           providers=["CPUExecutionProvider"])
+            paths = export_onnx(model, train_config, spec, Path(tmp) / str(len(sessions)))
+            sessions[spec.name] = ort.InferenceSession(str(paths.get("int8", paths["float"])), so,
+                                                       providers=["CPUExecutionProvider"])
+            sessions[spec.name].run(None, feed)
+            times[spec.name] = []
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            time.sleep(0.15)
+            session.run(None, feed)  # untimed: wakes the pool
+            t0 = time.perf_counter()
             session.run(None, feed)
-            times = []
-            for _ in range(rounds):
-                t0 = time.perf_counter()
-                session.run(None, feed)
-                times.append(time.perf_counter() - t0)
-            out[spec.name] = float(np.median(times))
-            log(f"[search] latency {spec}: {1e3 * out[spec.name]:.1f} ms")
-            del session
+            times[name].append(time.perf_counter() - t0)
+    out = {name: float(np.median(t)) for name, t in times.items()}
+    for name, t in out.items():
+        log(f"[search] latency {name}: {1e3 * t:.1f} ms")
     return out
 
 
