@@ -26,7 +26,7 @@ from typeguard import typechecked
 
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.signature import extend_signature
-from espnet_allinone.subnet import SubnetSpace, SubnetSpec
+from espnet_allinone.subnet import LayerwiseSpec, SubnetSpace, SubnetSpec
 
 ATTRIBUTES = ("depth", "width", "bits")
 
@@ -108,12 +108,19 @@ def _kl(ref_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> t
     return kl.masked_fill(~mask, 0.0).sum()
 
 
+def _stats_name(spec) -> str:
+    """The stats key suffix of a subnet: its name; ``layerwise`` for every layer-wise draw (one key)."""
+    return "layerwise" if isinstance(spec, LayerwiseSpec) else str(spec)
+
+
 class AllInOneASRModel(ESPnetASRModel):
     """ESPnetASRModel over an all-in-one encoder (e.g. ``allinone_conformer``).
 
     Args (in addition to every ESPnetASRModel argument, unchanged):
         subnet_sampling: ``sandwich`` (largest + smallest + ``num_random_subnets``
-            others per step, the paper's Table 2 setting) or ``all``.
+            others per step, the paper's Table 2 setting), ``all``, or ``sandwich_layerwise``
+            (the random slots draw layer-wise subnets: a depth of the space, each block one of its
+            (width, bits) pairs, OFA-style; their stats are reported as ``*_layerwise``).
         num_random_subnets: k of the sandwich rule (paper: 1).
         use_kl: add the KL regularisation (paper's "+KL" / systems K).
         lambda_preset: ``conformer`` (footnote 4), ``ssl`` (footnote 5) or ``uniform``.
@@ -151,8 +158,8 @@ class AllInOneASRModel(ESPnetASRModel):
             raise NotImplementedError("allinone does not support aux_ctc")
         if self.interctc_weight != 0.0 and self.ctc_weight == 0.0:
             raise ValueError("interctc_weight > 0 needs ctc_weight > 0 (a CTC branch to interpolate with)")
-        if subnet_sampling not in ("sandwich", "all"):
-            raise ValueError(f"subnet_sampling must be sandwich|all: {subnet_sampling}")
+        if subnet_sampling not in ("sandwich", "all", "sandwich_layerwise"):
+            raise ValueError(f"subnet_sampling must be sandwich|all|sandwich_layerwise: {subnet_sampling}")
         if num_random_subnets < 0:
             raise ValueError("num_random_subnets must be >= 0")
         if lambda_preset not in LAMBDA_PRESETS:
@@ -166,14 +173,14 @@ class AllInOneASRModel(ESPnetASRModel):
         self.subnet_sampling = subnet_sampling
         self.num_random_subnets = num_random_subnets
         self.use_kl = use_kl
-        self.lambdas: Dict[SubnetSpec, Tuple[float, float]] = {}
-        space = self.encoder.subnet_space
-        for spec in space:
-            attrs = list(space.attributes_compressed(spec))
-            self.lambdas[spec] = (
-                min((lam1[a] for a in attrs), default=1.0),
-                min((lam2[a] for a in attrs), default=0.0) if use_kl else 0.0,
-            )
+        self._lam1, self._lam2 = lam1, lam2
+        self.lambdas: Dict[SubnetSpec, Tuple[float, float]] = {s: self.lambdas_of(s) for s in self.encoder.subnet_space}
+
+    def lambdas_of(self, spec) -> Tuple[float, float]:
+        """(lambda1, lambda2) of a subnet: the smallest over the attributes it compresses."""
+        attrs = list(self.encoder.subnet_space.attributes_compressed(spec))
+        return (min((self._lam1[a] for a in attrs), default=1.0),
+                min((self._lam2[a] for a in attrs), default=0.0) if self.use_kl else 0.0)
 
     def subnets_for_step(self) -> List[SubnetSpec]:
         """The subnets one forward computes, the largest first.
@@ -195,11 +202,18 @@ class AllInOneASRModel(ESPnetASRModel):
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return subnets
-        members = list(self.encoder.subnet_space)
         device = next(self.parameters()).device  # NCCL broadcasts CUDA tensors only
-        index = torch.tensor([members.index(s) for s in subnets], device=device)
-        dist.broadcast(index, src=0)
-        return [members[i] for i in index.tolist()]
+        width = 1 + 2 * max(s.depth for s in self.encoder.subnet_space)  # depth, then (width, bits) per block
+        rows = torch.full((len(subnets), width), -1, dtype=torch.long, device=device)
+        for i, s in enumerate(subnets):
+            rows[i, : 1 + 2 * s.depth] = torch.tensor([s.depth, *(v for wb in s.blocks for v in wb)])
+        dist.broadcast(rows, src=0)
+        space = self.encoder.subnet_space
+        out = []
+        for row in rows.tolist():
+            pairs = row[1: 1 + 2 * row[0]]
+            out.append(space.get(LayerwiseSpec(tuple(zip(pairs[0::2], pairs[1::2])))))
+        return out
 
     def encoder_input(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
@@ -251,9 +265,8 @@ class AllInOneASRModel(ESPnetASRModel):
         feats, feats_lengths = self.encoder_input(speech, speech_lengths)
         subnets = self.subnets_for_step()
         space = self.encoder.subnet_space
-        stats: Dict[str, Optional[torch.Tensor]] = {
-            f"{k}_{s}": None for s in space for k in SUBNET_STATS
-        }
+        names = [str(s) for s in space] + (["layerwise"] if self.subnet_sampling == "sandwich_layerwise" else [])
+        stats: Dict[str, Optional[torch.Tensor]] = {f"{k}_{n}": None for n in names for k in SUBNET_STATS}
         total, ref = None, None
         with self.encoder.using_subnet(None), self.encoder.sharing_prefixes():
             for spec in subnets:
@@ -261,19 +274,20 @@ class AllInOneASRModel(ESPnetASRModel):
                 loss, sub_stats, outs = self._subnet_forward(
                     feats, feats_lengths, text, text_lengths, **kwargs
                 )
+                name = _stats_name(spec)
                 for k in SUBNET_STATS:
-                    stats[f"{k}_{spec}"] = sub_stats.get(k)
+                    stats[f"{k}_{name}"] = sub_stats.get(k)
                 if spec == space.largest:
                     stats.update({k: v for k, v in sub_stats.items() if k != "loss"})
                     total = loss
                     ref = {k: v.detach() for k, v in outs.items() if k != "lens"}
                     ref["lens"] = outs["lens"]
                     continue
-                lam1, lam2 = self.lambdas[spec]
+                lam1, lam2 = self.lambdas[spec] if spec in self.lambdas else self.lambdas_of(spec)
                 total = total + lam1 * loss
                 if self.use_kl:
                     kl = self._kl_regulariser(ref, outs, text_lengths)
-                    stats[f"kl_{spec}"] = kl.detach()
+                    stats[f"kl_{name}"] = kl.detach()
                     total = total + lam2 * kl
         stats["acc_mean"] = self._mean_of(stats, "acc", subnets)
         stats["loss"] = total.detach()
@@ -383,7 +397,7 @@ class AllInOneASRModel(ESPnetASRModel):
 
     @staticmethod
     def _mean_of(stats, key: str, subnets: List[SubnetSpec]) -> Optional[torch.Tensor]:
-        values = [stats[f"{key}_{s}"] for s in subnets if stats[f"{key}_{s}"] is not None]
+        values = [stats[f"{key}_{_stats_name(s)}"] for s in subnets if stats[f"{key}_{_stats_name(s)}"] is not None]
         if not values:
             return None
         return torch.stack([torch.as_tensor(v, dtype=torch.float) for v in values]).mean()

@@ -308,13 +308,24 @@ class SubnetSpace:
 
         ``all``: every subnet. ``sandwich``: largest + smallest + ``num_random``
         distinct others drawn uniformly (the paper's Table 2 setting with 1).
+        ``sandwich_layerwise``: largest + smallest + ``num_random`` :meth:`random_layerwise` draws.
         """
         if strategy == "all":
             return list(self.subnets)
-        if strategy != "sandwich":
-            raise ValueError(f"unknown sampling strategy {strategy!r}: use all|sandwich")
         fixed, rest = self._sandwich_parts()
+        if strategy == "sandwich_layerwise":  # OFA-style: the random slots draw layer-wise subnets
+            return fixed + [self.random_layerwise(rng) for _ in range(num_random)]
+        if strategy != "sandwich":
+            raise ValueError(f"unknown sampling strategy {strategy!r}: use all|sandwich|sandwich_layerwise")
         return fixed + (rng or random).sample(rest, min(num_random, len(rest)))
+
+    def random_layerwise(self, rng: Optional[random.Random] = None) -> Subnet:
+        """A layer-wise subnet drawn uniformly: a depth of the space, each block one of the space's
+        (width, bits) pairs (whose step sizes and BatchNorm statistics the model trains); canonical form."""
+        rng = rng or random
+        pairs = sorted({(s.width, s.bits) for s in self.subnets})
+        depth = rng.choice(sorted({s.depth for s in self.subnets}))
+        return self.get(LayerwiseSpec(tuple(rng.choice(pairs) for _ in range(depth))))
 
     def sandwich_draws(self, num_random: int = 1) -> List[List[SubnetSpec]]:
         """Every list ``sample("sandwich", num_random)`` can return (as sets; all equally
@@ -349,8 +360,12 @@ class SubnetSpace:
         """Subnet names stored by :meth:`table`."""
         return [SubnetSpec(d, w, b).name for d, w, b in table.float().round().long().tolist()]
 
-    def attributes_compressed(self, spec: SubnetSpec) -> Iterable[str]:
-        """Which attributes (depth/width/bits) ``spec`` reduces w.r.t. the largest."""
-        for attr in ("depth", "width", "bits"):
-            if getattr(spec, attr) < getattr(self.largest, attr):
-                yield attr
+    def attributes_compressed(self, spec: Subnet) -> Iterable[str]:
+        """Which attributes (depth/width/bits) ``spec`` reduces w.r.t. the largest (a layer-wise
+        subnet: in any of its blocks)."""
+        if spec.depth < self.largest.depth:
+            yield "depth"
+        if min(w for w, _ in spec.blocks) < self.largest.width:
+            yield "width"
+        if min(b for _, b in spec.blocks) < self.largest.bits:
+            yield "bits"

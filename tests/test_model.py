@@ -287,3 +287,34 @@ def test_shared_prefixes_give_the_same_loss_and_gradients():
         else:
             # atol: biases right before BatchNorm have a zero gradient up to rounding
             assert torch.allclose(ga[n], gb[n], rtol=1e-4, atol=1e-5), n
+
+
+def test_sandwich_layerwise_draws_fit_the_space():
+    import random as _random
+
+    space = make_encoder().subnet_space
+    rng = _random.Random(3)
+    pairs = {(s.width, s.bits) for s in space}
+    draws = [space.sample("sandwich_layerwise", 2, rng) for _ in range(50)]
+    assert all(d[0] == space.largest and d[1] == space.smallest and len(d) == 4 for d in draws)
+    drawn = [s for d in draws for s in d[2:]]
+    assert all(s.depth in {x.depth for x in space} and set(s.blocks) <= pairs for s in drawn)
+    assert any(type(s).__name__ == "LayerwiseSpec" for s in drawn)
+
+
+def test_sandwich_layerwise_training_step_learns_through_a_layerwise_subnet():
+    import random as _random
+
+    _random.seed(1)
+    model = make_model(subnet_sampling="sandwich_layerwise", num_random_subnets=1)
+    model.train()
+    drawn = model.subnets_for_step()
+    assert type(drawn[2]).__name__ == "LayerwiseSpec"
+    _random.seed(1)  # the forward draws the same
+    loss, stats, _ = model(*batch())
+    assert torch.isfinite(loss) and stats["loss_layerwise"] is not None and stats["kl_layerwise"] is not None
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    lam1, lam2 = model.lambdas_of(drawn[2])
+    attrs = list(model.encoder.subnet_space.attributes_compressed(drawn[2]))
+    assert attrs and lam1 == min(model._lam1[a] for a in attrs)
