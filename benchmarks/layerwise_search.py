@@ -13,7 +13,10 @@
    is never used to choose), and its test WER against the grid subnet's (MAPSSWE, alpha 0.05);
 4. the smallest front point whose dev WER is at most the largest grid subnet's, and the smallest one
    not significantly worse than it on dev (MAPSSWE), with their test WER;
-5. with ``--recalibrate N``: the front points' BatchNorm statistics recalibrated on N training
+5. with ``--compare_exp EXP``: the same subnets (front + grid) decoded with EXP's model too (e.g. one
+   trained with ``subnet_sampling: sandwich_layerwise`` against the uniform sandwich), test WER of the
+   two models compared per subnet (MAPSSWE);
+6. with ``--recalibrate N``: the front points' BatchNorm statistics recalibrated on N training
    utterances (``espnet_allinone.bin.recalibrate``), decoded again: dev / test WER before and after.
 Writes ``<output_dir>/RESULTS.md`` (also printed).
 """
@@ -46,6 +49,7 @@ def main():
     p.add_argument("--nj", type=int, default=2)
     p.add_argument("--recalibrate", type=int, default=0, help="training utterances for BatchNorm recalibration")
     p.add_argument("--train", type=Path, default=Path("data/train"))
+    p.add_argument("--compare_exp", type=Path, default=None, help="another all-in-one model of the same space")
     args = p.parse_args()
 
     from espnet_allinone.data.kaldi import read_text
@@ -128,6 +132,24 @@ def main():
                  if not mapsswe(refs[args.dev.name], hyps(g, args.dev), hyps(largest.name, args.dev)).significant]
     lines.append(f"Smallest grid subnet not significantly different from {largest} on dev: `{grid_same[0]}`, "
                  f"{sizes[grid_same[0]]:.0f} bytes ({100 * sizes[grid_same[0]] / sizes[largest.name]:.0f} %).")
+    if args.compare_exp:
+        other_dir = args.output_dir / f"decode_{args.compare_exp.name}"
+        run([sys.executable, "-m", "espnet_allinone.bin.decode_subnets", "--asr_train_config",
+             args.compare_exp / "config.yaml", "--asr_model_file", args.compare_exp / args.model_file,
+             "--data_dir", args.dev, args.test, "--subnets", *subnets, "--config", args.config,
+             "--output_dir", other_dir, "--nj", args.nj])
+        lines += ["", f"The same subnets decoded with {args.compare_exp} (this model = {args.exp}):", "",
+                  "| subnet | size [bytes] | dev WER this / other [%] | test WER this / other [%] | "
+                  "MAPSSWE this vs other (test) |", "|---|---|---|---|---|"]
+        for n in sorted(subnets, key=lambda n: -size_of.get(n, sizes.get(n, 0))):
+            name = str(encoder.subnet_space.get(n))
+            other = {d.name: read_text(other_dir / name / d.name / "text") for d in (args.dev, args.test)}
+            wo = {d: score(refs[d], other[d]).wer for d in other}
+            m = mapsswe(refs[args.test.name], hyps(n, args.test), other[args.test.name])
+            verdict = "n.s." if not m.significant else ("this better" if m.better == "a" else "other better")
+            lines.append(f"| {n}{' (grid)' if n in sizes else ''} | {size_of.get(n, sizes.get(n, 0)):.0f} | "
+                         f"{dev[n]:.2f} / {wo[args.dev.name]:.2f} | {test[n]:.2f} / {wo[args.test.name]:.2f} | "
+                         f"{verdict} (p = {m.p_value:.3f}) |")
     if args.recalibrate:
         recal_model = args.output_dir / "recalibrated.pth"
         if not recal_model.exists():

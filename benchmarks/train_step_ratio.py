@@ -7,6 +7,7 @@ blocks for equal width and bits); ``--no_sharing`` adds the same steps without t
     python benchmarks/train_step_ratio.py               # mini-recipe size, CPU
     python benchmarks/train_step_ratio.py --size paper  # 12 x 256 x 2048, as the paper
     python benchmarks/train_step_ratio.py --flops       # + FLOPs of a step per system
+    python benchmarks/train_step_ratio.py --cycle_draws --steps 18  # same subnets every run (commits)
 
 A step is forward + backward + Adam update on the same batch of raw audio (fbank
 frontend, utterance MVN, SpecAugment). Steps of the systems are interleaved and the
@@ -111,6 +112,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no_sharing", action="store_true",
                         help="also time sandwich steps without sharing subsampling/block outputs between subnets")
+    parser.add_argument("--cycle_draws", action="store_true",
+                        help="sandwich systems take the random subnets' draws in turn instead of sampling "
+                             "(the same subnets in every run: compares commits); reported per system as the "
+                             "mean over draws of each draw's median step")
     parser.add_argument("--flops", action="store_true",
                         help="also count the FLOPs of a step (forward + backward) per system")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -138,8 +143,14 @@ def main():
         model.to(args.device).train()
         optims[name] = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-    def step(name):
+    draws = systems["all-in-one, sandwich (3 subnets)"].encoder.subnet_space.sandwich_draws(1)
+    cycled = [name for name, model in systems.items()
+              if args.cycle_draws and getattr(model, "subnet_sampling", None) == "sandwich"]
+
+    def step(name, i=0):
         model, opt = systems[name], optims[name]
+        if name in cycled:
+            model.subnets_for_step = lambda chosen=draws[i % len(draws)]: chosen  # shadows the sampler
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -149,23 +160,32 @@ def main():
         opt.zero_grad(set_to_none=True)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
+        if name in cycled:
+            del model.subnets_for_step
         return time.perf_counter() - t0
+
+    def typical(name):
+        if name not in cycled:
+            return statistics.median(times[name])
+        per_draw = [statistics.median(times[name][d::len(draws)]) for d in range(min(len(draws), args.steps))]
+        return statistics.mean(per_draw)
 
     times = {name: [] for name in systems}
     for name in systems:  # warm-up (step sizes initialise, allocator settles)
         step(name)
     for i in range(args.steps):
         for name in systems:
-            times[name].append(step(name))
+            times[name].append(step(name, i))
         print(f"[{i + 1}/{args.steps}] " + ", ".join(f"{k}: {v[-1]:.2f}s" for k, v in times.items()), flush=True)
 
-    base = statistics.median(times["stock Conformer (largest)"])
+    base = typical("stock Conformer (largest)")
     enc_conf, _, grid = SIZES[args.size]
     print(f"\nsize={args.size} {enc_conf} grid={grid}")
-    print(f"device={args.device} threads={args.threads} batch={args.batch}x{args.seconds}s steps={args.steps} (median)")
+    how = f"sandwich: mean over its {len(draws)} draws of each one's median" if cycled else "median"
+    print(f"device={args.device} threads={args.threads} batch={args.batch}x{args.seconds}s steps={args.steps} ({how})")
     print(f"{'system':36s} {'params':>10s} {'step [s]':>9s} {'ratio':>6s}")
     for name, model in systems.items():
-        med = statistics.median(times[name])
+        med = typical(name)
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:36s} {params:10d} {med:9.3f} {med / base:6.2f}x")
     if args.flops:

@@ -265,7 +265,8 @@ class AllInOneASRModel(ESPnetASRModel):
         feats, feats_lengths = self.encoder_input(speech, speech_lengths)
         subnets = self.subnets_for_step()
         space = self.encoder.subnet_space
-        names = [str(s) for s in space] + (["layerwise"] if self.subnet_sampling == "sandwich_layerwise" else [])
+        layerwise = self.training and self.subnet_sampling == "sandwich_layerwise"  # validation: the grid only
+        names = [str(s) for s in space] + (["layerwise"] if layerwise else [])
         stats: Dict[str, Optional[torch.Tensor]] = {f"{k}_{n}": None for n in names for k in SUBNET_STATS}
         total, ref = None, None
         with self.encoder.using_subnet(None), self.encoder.sharing_prefixes():

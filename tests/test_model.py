@@ -318,3 +318,8 @@ def test_sandwich_layerwise_training_step_learns_through_a_layerwise_subnet():
     lam1, lam2 = model.lambdas_of(drawn[2])
     attrs = list(model.encoder.subnet_space.attributes_compressed(drawn[2]))
     assert attrs and lam1 == min(model._lam1[a] for a in attrs)
+    model.eval()  # validation computes the grid only: no always-empty (NaN in the log) layer-wise keys
+    with torch.no_grad():
+        _, stats, _ = model(*batch())
+    assert not [k for k in stats if k.endswith("_layerwise")]
+    assert all(stats[f"acc_{s}"] is not None for s in model.encoder.subnet_space)
