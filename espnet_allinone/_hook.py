@@ -3,7 +3,9 @@
 ``espnet_allinone.pth`` in site-packages imports this module at interpreter start;
 :func:`install` puts a finder on ``sys.meta_path`` that, right after
 ``espnet2.tasks.asr`` or ``espnet2.bin.asr_inference`` is imported, calls the
-matching function of :mod:`espnet_allinone.register`. For
+matching function of :mod:`espnet_allinone.register`. If that fails (an ESPnet
+release the plugin does not support, or a bug), stock ESPnet goes on working: the
+plugin says why once on stderr, and asking for one of its names raises that message. For
 ``python -m espnet2.bin.asr_inference`` (which runs the module's code as
 ``__main__`` instead of importing it) the finder hands ``runpy`` a stub that imports
 the patched module and calls its ``main()``.
@@ -12,6 +14,7 @@ the patched module and calls its ``main()``.
 import importlib
 import importlib.abc
 import sys
+from typing import Optional
 
 _PATCHES = {
     "espnet2.tasks.asr": "register_asr_task",
@@ -21,10 +24,77 @@ _PATCHES = {
 _MAIN_MODULES = {"espnet2.bin.asr_inference"}
 
 
-def _patch(name: str, module) -> None:
-    from espnet_allinone import register
+# the plugin's names in ESPnet's class choices (register.register_asr_task)
+_CHOICES = {"encoder_choices": ("allinone_conformer", "allinone_wav2vec2"), "model_choices": ("allinone",)}
+_failure: Optional[str] = None  # why registration failed, once it has
 
-    getattr(register, _PATCHES[name])(module)
+
+def _patch(name: str, module) -> None:
+    """Register into ``module``; if that fails, leave stock ESPnet working and say why."""
+    try:
+        from espnet_allinone import register
+
+        getattr(register, _PATCHES[name])(module)
+    except Exception as exc:  # noqa: BLE001 -- any failure here must not break stock ESPnet
+        _registration_failed(name, module, exc)
+
+
+def supported_espnet() -> str:
+    """The ESPnet versions this installation declares (setup.py's requirement)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+
+    try:
+        for line in requires("espnet_allinone") or []:
+            req = Requirement(line)
+            if req.name == "espnet" and not req.marker:
+                return f"espnet{req.specifier}"
+    except PackageNotFoundError:
+        pass
+    return "espnet (range unknown: espnet_allinone is not installed as a package)"
+
+
+def failure_message(exc: BaseException) -> str:
+    """What a failed registration says: the plugin's version, ESPnet's, the supported range, the error."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        espnet = version("espnet")
+    except PackageNotFoundError:
+        espnet = "(not installed)"
+    from espnet_allinone import __version__
+
+    return (
+        f"espnet_allinone {__version__} could not register into ESPnet {espnet} (supported: "
+        f"{supported_espnet()}): {type(exc).__name__}: {exc}. Stock ESPnet models are unaffected; "
+        f"{', '.join(n for names in _CHOICES.values() for n in names)} and --subnet are unavailable."
+    )
+
+
+def _registration_failed(name: str, module, exc: BaseException) -> None:
+    global _failure
+    if _failure is None:
+        _failure = failure_message(exc)
+        print(f"WARNING: {_failure}", file=sys.stderr)
+    if name != "espnet2.tasks.asr":
+        return
+    for attr, names in _CHOICES.items():  # asking for them raises the message
+        try:
+            classes = getattr(module, attr).classes
+            for choice in names:
+                classes[choice] = _unavailable(choice, _failure)
+        except Exception:  # noqa: BLE001 -- ESPnet's choices themselves changed: argparse rejects the name
+            pass
+
+
+def _unavailable(choice: str, message: str) -> type:
+    """A stand-in class for ``choice`` whose construction raises ``message``."""
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError(f"{choice}: {message}")
+
+    return type(f"Unavailable_{choice}", (), {"__init__": __init__, "__doc__": message})
 
 
 class _PatchingLoader(importlib.abc.Loader):

@@ -24,11 +24,11 @@ from typing import Dict, Optional, Union
 
 import espnet2.bin.asr_inference as _stock
 import torch
-from espnet.nets.beam_search import Hypothesis
 from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 
 from espnet_allinone.checkpoint import loading_model_file
+from espnet_allinone.compat import Hypothesis
 from espnet_allinone.ctc_search import CTCLexiconDecoder, ctc_greedy_tokens  # noqa: F401 (public here too)
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.subnet import SubnetSpec
@@ -111,6 +111,22 @@ class Speech2Text(_STOCK["Speech2Text"]):
         logging.info("best hypo: " + "".join(token))
         hyp = Hypothesis(yseq=torch.tensor([sos, *token_int, eos]), score=0.0)
         return [(text, token, token_int, hyp)]
+
+
+    def batch_decode(self, speech, speech_lengths=None):
+        """ESPnet's ``batch_decode`` (a list of (S,) utterances, or padded (B, S) ``speech``
+        with (B,) ``speech_lengths``); with greedy CTC or the lexicon decoder, which ESPnet's
+        batched beam search would bypass, each utterance is decoded by :meth:`__call__`.
+
+        Returns one n-best list per utterance, in the given order.
+        """
+        if not self.ctc_greedy and self.lexicon_decoder is None:
+            return super().batch_decode(speech, speech_lengths)
+        if isinstance(speech, (list, tuple)):
+            return [self(one) for one in speech]
+        if speech_lengths is None:
+            raise ValueError("speech_lengths is required for a padded speech array")
+        return [self(speech[b, : int(speech_lengths[b])]) for b in range(len(speech))]
 
 
 def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False,

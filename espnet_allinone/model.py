@@ -18,12 +18,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
-from espnet2.asr import espnet_model
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
+from espnet_allinone.compat import frontend_autocast, make_pad_mask
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import LayerwiseSpec, SubnetSpace, SubnetSpec
@@ -223,7 +222,7 @@ class AllInOneASRModel(ESPnetASRModel):
 
         (B, L, ...) -> feats (B, T, D), lengths (B,)
         """
-        with espnet_model.autocast(self.autocast_frontend, dtype=espnet_model.autocast_type):
+        with frontend_autocast(self.autocast_frontend):
             feats, feats_lengths = self._extract_feats(speech, speech_lengths)
             if self.specaug is not None and self.training:
                 feats, feats_lengths = self.specaug(feats, feats_lengths)

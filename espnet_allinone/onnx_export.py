@@ -46,10 +46,9 @@ from typing import Dict, List, Tuple, Union
 import numpy as np
 import torch
 import yaml
-from espnet.nets.pytorch_backend.transformer.embedding import PositionalEncoding, RelPositionalEncoding
-from espnet.nets.pytorch_backend.transformer.subsampling import check_short_utt
 from espnet2.layers.stft import Stft
 
+from espnet_allinone.compat import PositionalEncoding, RelPositionalEncoding, check_short_utt
 from espnet_allinone.data.audio import frontend_min_samples
 from espnet_allinone.export import build_stock_model, padded_shapes, stock_config, subnet_weights
 from espnet_allinone.fileio import atomic_path

@@ -19,15 +19,18 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 import yaml
-from espnet.nets.batch_beam_search import BatchBeamSearch
-from espnet.nets.beam_search import Hypothesis
-from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
-from espnet.nets.scorer_interface import BatchScorerInterface
-from espnet.nets.scorers.ctc import CTCPrefixScorer
-from espnet.nets.scorers.length_bonus import LengthBonus
 from espnet2.text.build_tokenizer import build_tokenizer
 from espnet2.text.token_id_converter import TokenIDConverter
 
+from espnet_allinone.compat import (
+    BatchBeamSearch,
+    BatchScorerInterface,
+    Hypothesis,
+    LengthBonus,
+    TooShortUttError,
+    ctc_prefix_scorer,
+    ctc_window_margin_default,
+)
 from espnet_allinone.ctc_search import CTCLexiconDecoder, collapse_ctc
 
 PRECISIONS = ("float", "int8", "int4")
@@ -101,6 +104,9 @@ class OnnxSpeech2Text:
         onnx_dir: an :func:`~espnet_allinone.onnx_export.export_onnx` directory.
         precision: ``float``, ``int8`` (trained codes on int8 MatMuls) or ``int4`` (MatMulNBits).
         beam_size, ctc_weight, penalty, maxlenratio, minlenratio, nbest: as ESPnet's ``Speech2Text``.
+        ctc_window_margin: as ESPnet's ``Speech2Text`` (CTC prefix scoring within this many encoder
+            frames of the best path; 0 = exact); default: the installed ESPnet's default, so
+            that one decode config decodes alike here and in PyTorch.
         ctc_greedy: greedy CTC instead of the beam search.
         ctc_lexicon_decoder: :class:`~espnet_allinone.ctc_search.CTCLexiconDecoder` keywords.
         threads: ORT intra-op threads.
@@ -112,12 +118,13 @@ class OnnxSpeech2Text:
                  ctc_weight: float = 0.5, penalty: float = 0.0, maxlenratio: float = 0.0,
                  minlenratio: float = 0.0, nbest: int = 1, ctc_greedy: bool = False,
                  ctc_lexicon_decoder: Optional[Dict] = None, threads: int = 1, lm_weight: float = 0.0,
-                 subnet: Optional[str] = None, **unsupported):
+                 subnet: Optional[str] = None, ctc_window_margin: Optional[int] = None, **unsupported):
         if lm_weight:
             unsupported["lm_weight"] = lm_weight  # no LM graph is exported
         if unsupported:
             raise ValueError(f"OnnxSpeech2Text does not support {sorted(unsupported)} (supported: beam_size, "
-                             "ctc_weight, penalty, maxlenratio, minlenratio, nbest, ctc_greedy, ctc_lexicon_decoder)")
+                             "ctc_weight, penalty, maxlenratio, minlenratio, nbest, ctc_window_margin, ctc_greedy, "
+                             "ctc_lexicon_decoder)")
         onnx_dir = Path(onnx_dir)
         config_file = onnx_dir / "config.yaml"
         if not config_file.is_file():
@@ -157,7 +164,9 @@ class OnnxSpeech2Text:
                 raise ValueError(f"{onnx_dir}: no decoder.onnx (a CTC-only model): decode with ctc_weight 1.0, "
                                  "ctc_greedy or ctc_lexicon_decoder")
             self.posteriors = _Posteriors()
-            scorers = dict(ctc=CTCPrefixScorer(ctc=self.posteriors, eos=self.eos),
+            if ctc_window_margin is None:
+                ctc_window_margin = ctc_window_margin_default()
+            scorers = dict(ctc=ctc_prefix_scorer(self.posteriors, self.eos, ctc_window_margin),
                            length_bonus=LengthBonus(len(self.token_list)))
             weights = dict(decoder=1.0 - ctc_weight, ctc=ctc_weight, length_bonus=penalty)
             if ctc_weight < 1.0:

@@ -71,7 +71,7 @@ def _stock_twin(model, spec, encoder_conf=None):
 
 def _posteriors(model, x, xl, y, yl):
     """CTC and decoder log-posteriors of a stock model (what the KL compares)."""
-    from espnet.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
+    from espnet_allinone.compat import add_sos_eos
 
     enc, lens = model.encode(x, xl)
     if isinstance(enc, tuple):  # (final, intermediate outputs)

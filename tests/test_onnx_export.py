@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from espnet.nets.pytorch_backend.transformer.embedding import PositionalEncoding, RelPositionalEncoding
 from espnet2.asr.frontend.default import DefaultFrontend
 from espnet2.layers.stft import Stft
 
+from espnet_allinone.compat import PositionalEncoding, RelPositionalEncoding
 from espnet_allinone.export import build_stock_model, load_allinone, stock_config, subnet_weights
 from espnet_allinone.onnx_export import (
     DftStft,

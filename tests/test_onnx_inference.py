@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile
 import yaml
-from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
+from espnet_allinone.compat import TooShortUttError
 from espnet_allinone.export import load_allinone
 from espnet_allinone.onnx_export import export_onnx
 from tests.conftest import make_allinone_files

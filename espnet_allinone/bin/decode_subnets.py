@@ -94,8 +94,8 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "", keys: Optional[Lis
     Returns ``{"decoded": n, "failed": {utt: reason}, "seconds": decoding time, "audio_seconds": ...}``.
     """
     import torch
-    from espnet.nets.pytorch_backend.transformer.subsampling import TooShortUttError
 
+    from espnet_allinone.compat import TooShortUttError
     from espnet_allinone.data.audio import BadAudio, DataDirAudio
 
     reader = DataDirAudio(data_dir, model_sample_rate(s2t))

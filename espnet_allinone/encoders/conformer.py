@@ -4,10 +4,10 @@ import logging
 from typing import Any, Iterable, List, Optional
 
 import torch
-from espnet.nets.pytorch_backend.transformer.repeat import MultiSequential
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from typeguard import typechecked
 
+from espnet_allinone.compat import MultiSequential, upgrade_subsampling_keys
 from espnet_allinone.elastic import ElasticDepth, SubnetBatchNorm1d
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
 from espnet_allinone.signature import extend_signature
@@ -112,6 +112,7 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         self.set_subnet(None)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_subsampling_keys(state_dict, prefix + "embed.", self.embed)  # 202511 checkpoints
         key = prefix + "ffn_units_ordered"
         if key not in state_dict:  # a checkpoint from before the buffer existed: trained order
             state_dict[key] = torch.tensor(True)
