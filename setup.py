@@ -52,6 +52,9 @@ setup(
         "sentencepiece",
         "typeguard",
         "jiwer",
+        # wav.scp pipes ("cmd |") and ark entries, read as asr.sh reads them (data/audio.py);
+        # ESPnet 202609+ no longer installs it
+        "kaldiio",
         # torchaudio's ctc_decoder backend (lexicon + KenLM word LM: the recipes' default
         # decoding); wheels exist up to CPython 3.12, newer ones would build from source
         "flashlight-text; python_version < '3.13'",
@@ -60,7 +63,7 @@ setup(
         "test": ["pytest", "ruff"],
         "wav2vec2": ["transformers>=4.56"],  # from_pretrained(dtype=)
         # what ESPnet's egs2/TEMPLATE/asr1/asr.sh needs beyond espnet itself (ESPnet's own
-        # `recipe` extra): stage 3's format_wav_scp.py imports resampy
+        # `recipe` extra, `egs2` from 202609): stage 3's format_wav_scp.py imports resampy
         "recipe": ["resampy"],
         # ONNX export of a subnet (espnet_allinone.onnx_export) and ONNX Runtime to run it
         "deploy": ["onnx", "onnxruntime"],

@@ -24,7 +24,6 @@ from importlib.metadata import version
 from typing import Dict
 
 import torch
-from espnet2.asr import espnet_model
 from packaging.version import Version
 
 ESPNET_VERSION: str = version("espnet")
@@ -54,12 +53,14 @@ _ctc_params = inspect.signature(CTCPrefixScorer.__init__).parameters
 
 
 def ctc_window_margin_default() -> int:
-    """The window of CTC prefix scoring that stock ``Speech2Text`` uses by default (0: exact)."""
-    import espnet2.bin.asr_inference as stock  # imported here: importing it installs the plugin's options
+    """The window of CTC prefix scoring that stock ``Speech2Text`` uses by default: 100 encoder
+    frames from ESPnet 202610 (its ``--ctc_window_margin``), exact scoring (0) before.
 
-    cls = next(c for c in stock.Speech2Text.__mro__ if c.__module__ == "espnet2.bin.asr_inference")
-    param = inspect.signature(cls.__init__).parameters.get("ctc_window_margin")
-    return 0 if param is None else int(param.default)
+    A constant here, not read from ``espnet2.bin.asr_inference``: importing that module
+    imports ESPnet's training code, which ONNX decoding must not (tests/test_espnet_names.py
+    checks the value against the installed ESPnet's signature).
+    """
+    return 100 if "window_margin" in _ctc_params and Version(ESPNET_VERSION) >= Version("202610") else 0
 
 
 def ctc_prefix_scorer(ctc: torch.nn.Module, eos: int, window_margin: int = 0):
@@ -79,6 +80,8 @@ def frontend_autocast(enabled: bool):
     """ESPnet's autocast context around the frontend, called as its ``ESPnetASRModel.encode``
     calls it (``torch.amp.autocast("cuda", ...)`` from 202609, ``torch.cuda.amp.autocast``
     before)."""
+    from espnet2.asr import espnet_model
+
     if NETS_PACKAGE == "espnet.nets":
         return espnet_model.autocast(enabled, dtype=espnet_model.autocast_type)
     return espnet_model.autocast("cuda", enabled=enabled, dtype=espnet_model.autocast_type)
@@ -99,3 +102,18 @@ def upgrade_subsampling_keys(state_dict: Dict[str, torch.Tensor], prefix: str, e
     for old, new in (("out.0.", "out."), ("out.1.", "pos_enc.")):
         for key in [k for k in state_dict if k.startswith(prefix + old)]:
             state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+
+
+def escape_broken_help(parser) -> None:
+    """Escape ``%`` in the help texts that argparse cannot format, in place.
+
+    ESPnet 202611's ``asr_inference --ctc_window_margin`` help holds a bare ``%`` ("3.19%
+    CER"), so its ``--help`` raises ValueError; only texts that fail to format are changed.
+    """
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.help:
+            try:
+                formatter._expand_help(action)
+            except (ValueError, TypeError, KeyError):
+                action.help = action.help.replace("%", "%%")

@@ -28,7 +28,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 
 from espnet_allinone.checkpoint import loading_model_file
-from espnet_allinone.compat import Hypothesis
+from espnet_allinone.compat import Hypothesis, escape_broken_help
 from espnet_allinone.ctc_search import CTCLexiconDecoder, ctc_greedy_tokens  # noqa: F401 (public here too)
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.subnet import SubnetSpec
@@ -143,6 +143,7 @@ def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False,
 def get_parser() -> argparse.ArgumentParser:
     """ESPnet's ``asr_inference`` parser with ``--subnet``, ``--ctc_greedy`` and ``--ctc_lexicon_decoder``."""
     parser = _STOCK["get_parser"]()
+    escape_broken_help(parser)  # ESPnet 202611's own help texts break --help
     group = parser.add_argument_group("All-in-one model related")
     group.add_argument(
         "--subnet",

@@ -32,6 +32,17 @@ TINY = dict(
 GRID = dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[4, 8])
 
 
+def pytest_report_header(config):
+    import platform
+    from importlib.metadata import version
+
+    from espnet_allinone import compat
+
+    line = "202511" if compat.NETS_PACKAGE == "espnet.nets" else "202609-202611"
+    return (f"ESPnet line {line}: espnet {compat.ESPNET_VERSION}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}, espnet_allinone {version('espnet_allinone')}")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

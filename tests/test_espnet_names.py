@@ -1,15 +1,21 @@
-"""The ESPnet names the plugin subclasses, overrides or calls still exist.
+"""The ESPnet names the plugin subclasses, overrides or calls exist and behave as it calls them.
 
-When an ESPnet release renames or removes one of them, this test says which and where
-the plugin uses it, instead of an AttributeError deep inside a training. To support a
-newer ESPnet: install it, run this file, adapt the listed uses, then raise the upper
-bound of ``espnet`` in setup.py (and requirements-py311.txt where it applies).
+Run on both ESPnet lines (202511 and 202609-202611; pytest's header says which one ran).
+When an ESPnet release renames, moves or changes one of them, this test says which and
+where the plugin uses it, instead of an error deep inside a training. Names whose home or
+call differs between the lines are taken from ``espnet_allinone.compat``; the tests below
+call them as the plugin does. To support a newer ESPnet: ``ESPNET=<release> bash
+tools/setup.sh`` into a new virtualenv (with a constraints/espnet<release>.txt), run this
+file, adapt compat.py, run the suite, then raise the bound of ``espnet`` in setup.py.
 """
 
 import importlib
 import inspect
 
 import pytest
+import torch
+
+from espnet_allinone import compat
 
 # (module, attribute path, where and how the plugin relies on it)
 RELIED_ON = [
@@ -27,14 +33,11 @@ RELIED_ON = [
     ("espnet2.asr.espnet_model", "ESPnetASRModel._extract_feats", "model.py encoder_input: the frontend"),
     ("espnet2.asr.espnet_model", "ESPnetASRModel._calc_ctc_loss", "model.py: each subnet's CTC loss"),
     ("espnet2.asr.espnet_model", "ESPnetASRModel._calc_att_loss", "model.py: each subnet's attention loss"),
-    ("espnet2.asr.espnet_model", "autocast", "model.py encoder_input: ESPnet's frontend autocast"),
-    ("espnet2.asr.espnet_model", "autocast_type", "model.py encoder_input"),
+    ("espnet2.asr.espnet_model", "autocast", "compat.frontend_autocast: ESPnet's frontend autocast"),
+    ("espnet2.asr.espnet_model", "autocast_type", "compat.frontend_autocast"),
     ("espnet2.asr.encoder.conformer_encoder", "ConformerEncoder.forward", "encoders/conformer.py: subclassed"),
     ("espnet2.asr.encoder.abs_encoder", "AbsEncoder", "encoders/wav2vec2.py: subclassed"),
-    ("espnet.nets.pytorch_backend.transformer.repeat", "MultiSequential", "encoders/conformer.py: subclassed"),
-    ("espnet.nets.pytorch_backend.transformer.subsampling", "TooShortUttError", "decode_subnets.py"),
-    ("espnet.nets.pytorch_backend.nets_utils", "make_pad_mask", "model.py"),
-    ("espnet.nets.beam_search", "Hypothesis", "inference.py: greedy CTC results"),
+    ("espnet2.torch_utils.load_pretrained_model", "load_pretrained_model", "--init_param (tests/test_cross_line.py)"),
     ("espnet2.bin.pack", "main", "export.py: python -m espnet2.bin.pack asr (model-zoo zip)"),
     ("espnet2.bin.pack", "ASRPackedContents", "export.py: its --asr_train_config/--asr_model_file/--option"),
     ("espnet2.fileio.sound_scp", "soundfile_read", "data/audio.py"),
@@ -74,9 +77,9 @@ def _resolve(module: str, path: str):
 
 
 def _espnet_version() -> str:
-    import espnet
+    from importlib.metadata import version
 
-    return getattr(espnet, "__version__", "?")
+    return f"{version('espnet')} (nets in {compat.NETS_PACKAGE})"
 
 
 @pytest.mark.parametrize("module,path,use", RELIED_ON, ids=[f"{m}.{p}" for m, p, _ in RELIED_ON])
@@ -125,3 +128,106 @@ def test_installed_espnet_is_within_the_declared_bounds():
         f"installed espnet {version('espnet')} is outside setup.py's {espnet} "
         "(an editable install reads setup.py when installed: pip install -e . again)"
     )
+
+
+# --- the names of espnet_allinone.compat, called as the plugin calls them -----------------
+
+
+def test_frontend_autocast_is_called_as_the_installed_espnet_calls_it():
+    """The other line's call of ESPnet's autocast fails here (202609 moved it to
+    ``torch.amp.autocast``, device type first): compat must pick this line's."""
+    from espnet2.asr import espnet_model
+
+    lin = torch.nn.Linear(3, 2)
+    with compat.frontend_autocast(False):
+        assert lin(torch.ones(1, 3)).dtype == torch.float32
+    other_line = (
+        (lambda: espnet_model.autocast("cuda", enabled=False, dtype=espnet_model.autocast_type))
+        if compat.NETS_PACKAGE == "espnet.nets"
+        else (lambda: espnet_model.autocast(False, dtype=espnet_model.autocast_type))
+    )
+    with pytest.raises((TypeError, RuntimeError, ValueError)):
+        with other_line():
+            pass
+
+
+def test_nets_helpers_behave_as_the_plugin_uses_them():
+    mask = compat.make_pad_mask(torch.tensor([1, 3]))
+    assert mask.tolist() == [[False, True, True], [False, False, False]]
+    ys_in, ys_out = compat.add_sos_eos(torch.tensor([[3, 4], [5, -1]]), 8, 9, -1)
+    assert ys_in.tolist() == [[8, 3, 4], [8, 5, 9]] and ys_out.tolist() == [[3, 4, 9], [5, 9, -1]]
+    err = compat.TooShortUttError("short", 3, 7)
+    assert (err.actual_size, err.limit) == (3, 7)
+    seq = compat.MultiSequential(torch.nn.Identity(), torch.nn.Identity())
+    assert len(list(seq._modules.values())) == 2 and hasattr(seq, "layer_drop_rate")
+    hyp = compat.Hypothesis(yseq=torch.tensor([1, 2]), score=0.5)
+    assert hyp.yseq.tolist() == [1, 2] and hyp.score == 0.5
+    pe = compat.RelPositionalEncoding(8, 0.0)
+    x, pos = pe(torch.zeros(1, 5, 8))
+    assert x.shape == (1, 5, 8) and pos.shape[-1] == 8
+    assert compat.PositionalEncoding(8, 0.0)(torch.zeros(1, 5, 8)).shape == (1, 5, 8)
+
+
+def test_check_short_utt_and_subsampling_layout():
+    """``check_short_utt`` on ESPnet's Conv2dSubsampling (onnx_export's min_frames), and the
+    subsampling's key layout that compat.upgrade_subsampling_keys converts a 202511 one to."""
+    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+
+    enc = ConformerEncoder(20, output_size=8, attention_heads=2, linear_units=16, num_blocks=1)
+    short, limit = compat.check_short_utt(enc.embed, 3)
+    assert short and int(limit) == 7
+    keys_202511 = {}
+    for key, value in enc.state_dict().items():  # the same weights in the 202511 layout
+        key = key.replace("embed.out.weight", "embed.out.0.weight").replace("embed.out.bias", "embed.out.0.bias")
+        keys_202511[key.replace("embed.pos_enc.", "embed.out.1.")] = value
+    compat.upgrade_subsampling_keys(keys_202511, "embed.", enc.embed)
+    assert set(keys_202511) == set(enc.state_dict()), f"espnet {_espnet_version()}"
+
+
+def test_ctc_prefix_scorer_window_as_the_installed_espnet_has_it():
+    ctc = torch.nn.Module()
+    ctc.log_softmax = lambda x: torch.log_softmax(x, -1)
+    import espnet2.bin.asr_inference as stock
+
+    cls = next(c for c in stock.Speech2Text.__mro__ if c.__module__ == "espnet2.bin.asr_inference")
+    stock_default = inspect.signature(cls.__init__).parameters.get("ctc_window_margin")
+    assert compat.ctc_window_margin_default() == (0 if stock_default is None else stock_default.default), (
+        f"espnet {_espnet_version()}: stock Speech2Text's ctc_window_margin default is {stock_default}")
+    exact = compat.ctc_prefix_scorer(ctc, eos=4, window_margin=0)
+    assert getattr(exact, "window_margin", 0) == 0
+    default = compat.ctc_window_margin_default()
+    if "window_margin" in inspect.signature(compat.CTCPrefixScorer.__init__).parameters:
+        assert compat.ctc_prefix_scorer(ctc, eos=4, window_margin=7).window_margin == 7
+    else:
+        assert default == 0
+        with pytest.raises(ValueError, match="ctc_window_margin=7"):
+            compat.ctc_prefix_scorer(ctc, eos=4, window_margin=7)
+    exact.batch_init_state(torch.randn(6, 5))  # one (T, D) utterance, as the ONNX search hands it
+    assert exact.impl is not None
+
+
+def test_beam_search_classes_take_the_plugins_arguments():
+    params = inspect.signature(compat.BatchBeamSearch.__init__).parameters
+    for name in ("scorers", "weights", "beam_size", "vocab_size", "sos", "eos", "token_list", "pre_beam_score_key"):
+        assert name in params, f"espnet {_espnet_version()}: BatchBeamSearch has no {name}"
+    assert issubclass(compat.CTCPrefixScorer, compat.BatchScorerInterface) or hasattr(
+        compat.CTCPrefixScorer, "batch_score_partial")
+    assert compat.LengthBonus(5).score(torch.tensor([1]), None, torch.zeros(3, 4))[0].shape == (5,)
+
+
+def test_stock_batch_decoding_goes_through_batch_decode():
+    """From 202609.post1 stock ``inference`` and ``Speech2Text.__call__`` decode several
+    utterances with ``batch_decode`` (the plugin's Speech2Text overrides it for greedy and
+    lexicon CTC); 202511 had no batch decoding."""
+    import espnet2.bin.asr_inference as stock
+
+    from espnet_allinone.inference import _STOCK
+
+    cls = _STOCK["Speech2Text"]
+    if not hasattr(cls, "batch_decode"):
+        assert "batch decoding is not implemented" in inspect.getsource(_STOCK["inference"])
+        return
+    assert list(inspect.signature(cls.batch_decode).parameters)[:3] == ["self", "speech", "speech_lengths"]
+    assert "speech2text.batch_decode(" in inspect.getsource(_STOCK["inference"])
+    assert "self.batch_decode(" in inspect.getsource(cls.__call__)
+    assert stock.Speech2Text.batch_decode is not cls.batch_decode

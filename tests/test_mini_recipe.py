@@ -66,3 +66,19 @@ def test_mini_recipe_end_to_end(tmp_path):
     assert "| 1-32-4bit |" in (exp / "RESULTS.md").read_text()
     assert (exp / "wer_vs_size.png").stat().st_size > 1000
     assert (exp / "results.csv").exists()
+
+    # without flashlight-text (no wheels for Python 3.13) stages 5-6 still run, with greedy
+    # CTC, and say so: a package named flashlight that fails to import stands in for its absence
+    hide = tmp_path / "no_flashlight" / "flashlight"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    env_hidden = {**env, "PYTHONPATH": f"{hide.parent}:{env.get('PYTHONPATH', '')}".rstrip(":")}
+    proc = subprocess.run(
+        ["./run.sh", "--stage", "5", "--token_type", "char",
+         "--train_config", "conf/tuning/train_asr_allinone_tiny.yaml"],
+        cwd=recipe, env=env_hidden, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "flashlight-text is not installed: decoding with greedy CTC (conf/decode_asr_greedy.yaml)" in proc.stdout
+    assert len(read_text(exp / "decode_asr_greedy" / "2-64-32bit" / "test" / "text")) == 4
+    assert "| 1-32-4bit |" in (exp / "decode_asr_greedy" / "RESULTS.md").read_text()

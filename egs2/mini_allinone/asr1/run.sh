@@ -129,6 +129,13 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 model_file=${expdir}/valid.acc_mean.ave.pth
+if [ "${decode_config}" = conf/decode_asr.yaml ] && [ ${stop_stage} -ge 5 ] \
+    && ! python -c "import flashlight.lib.text.decoder" 2>/dev/null; then
+    # setup.py installs flashlight-text only where wheels exist (Python < 3.13)
+    log "flashlight-text is not installed: decoding with greedy CTC (conf/decode_asr_greedy.yaml)" \
+        "instead of the lexicon + word-LM decoder of conf/decode_asr.yaml"
+    decode_config=conf/decode_asr_greedy.yaml
+fi
 eval_sets="dev dev_unseen test test_unseen"  # dev_unseen: a voice of neither training nor test_unseen
 eval_dirs=()
 for s in ${eval_sets}; do [ -s "data/${s}/wav.scp" ] && eval_dirs+=("data/${s}"); done

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Environment of the recipe, as ESPnet's egs2/TEMPLATE/asr1/path.sh sets it up:
 # the ESPnet checkout's Python (tools/activate_python.sh), its tools (tools/extra_path.sh:
-# sctk, sph2pipe, ...), its utils/ (spm_train, calculate_rtf.py, ...) and Kaldi's utils/.
+# sctk, sph2pipe, ...), spm_train, and the Kaldi-style utils/ asr.sh calls (linked or copied
+# into the checkout's egs2/TEMPLATE/asr1).
 # ESPnet checkout: $ESPNET_ROOT, else the one local/setup_espnet.sh linked asr.sh from,
 # else ../../../../espnet (beside this project).
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +25,8 @@ if [ -f "${ESPNET_ROOT}/tools/extra_path.sh" ]; then
     # shellcheck disable=SC1091
     . "${ESPNET_ROOT}/tools/extra_path.sh"
 fi
-export PATH="${ESPNET_ROOT}/utils:${RECIPE_DIR}/utils:${ESPNET_ROOT}/tools/sph2pipe:${PATH}"
+# spm_train: utils/ in older checkouts, tools/sentencepiece_commands/ in those of 2023 and later
+export PATH="${ESPNET_ROOT}/utils:${ESPNET_ROOT}/tools/sentencepiece_commands:${RECIPE_DIR}/utils:${ESPNET_ROOT}/tools/sph2pipe:${PATH}"
 # Debian's sctk package puts sclite and hubscr.pl in /usr/lib/sctk/bin, not on PATH
 if ! command -v sclite >/dev/null 2>&1 && [ -x /usr/lib/sctk/bin/sclite ]; then
     export PATH="${PATH}:/usr/lib/sctk/bin"
