@@ -49,7 +49,7 @@ import yaml
 from espnet2.layers.stft import Stft
 
 from espnet_allinone.compat import PositionalEncoding, RelPositionalEncoding, check_short_utt
-from espnet_allinone.data.audio import frontend_min_samples
+from espnet_allinone.data.audio import frontend_min_samples, sample_rate
 from espnet_allinone.export import build_stock_model, padded_shapes, stock_config, subnet_weights
 from espnet_allinone.fileio import atomic_path
 from espnet_allinone.quant import QuantizedWeight
@@ -270,15 +270,6 @@ def _export(module, args, path: Path, inputs: List[str], outputs: List[str], dyn
                           opset_version=opset, dynamo=False, dynamic_axes=dynamic)
 
 
-def _sample_rate(train_config: Dict) -> int:
-    fs = (train_config.get("frontend_conf") or {}).get("fs", 16000)
-    if isinstance(fs, str):
-        import humanfriendly
-
-        return int(humanfriendly.parse_size(fs))
-    return int(fs)
-
-
 def _token_list(train_config: Dict) -> List[str]:
     tokens = train_config["token_list"]
     if isinstance(tokens, str):
@@ -353,7 +344,7 @@ def export_onnx(
     config = dict(
         subnet=spec.name, token_list=_token_list(train_config), token_type=train_config.get("token_type", "char"),
         sos=int(stock.sos), eos=int(stock.eos), blank_id=int(stock.blank_id),
-        fs=_sample_rate(train_config), min_samples=frontend_min_samples(stock.frontend),
+        fs=sample_rate(train_config.get("frontend_conf")), min_samples=frontend_min_samples(stock.frontend),
         min_frames=max(1, int(check_short_utt(getattr(stock.encoder, "embed", None), 1)[1])),
         ctc_weight=float((train_config.get("model_conf") or {}).get("ctc_weight", 0.5)),
         files={k: p.name for k, p in paths.items() if k != "config"},

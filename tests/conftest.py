@@ -185,3 +185,13 @@ def make_allinone_files(d, chars=CHARS, **encoder_conf):
     (d / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), d / "model.pth")
     return d / "config.yaml", d / "model.pth"
+
+
+def set_frontend_fs(config_file: Path, fs) -> None:
+    """Write ``frontend_conf: {fs: ...}`` into a model's config.yaml as asr.sh passes it
+    (``--frontend_conf fs=16k``); None leaves ESPnet's default (no key)."""
+    if fs is None:
+        return
+    conf = yaml.safe_load(config_file.read_text())
+    conf["frontend_conf"] = {**(conf.get("frontend_conf") or {}), "fs": fs}
+    config_file.write_text(yaml.safe_dump(conf))

@@ -46,3 +46,18 @@ def test_audio_segments_must_name_recordings_of_wav_scp(tmp_path):
     (tmp_path / "segments").write_text("s1 rec2 0 1\n")
     with pytest.raises(ValueError, match="s1 is cut from rec2, which wav.scp does not list"):
         DataDirAudio(tmp_path, 16000)
+
+
+@pytest.mark.parametrize("conf,fs", [(None, 16000), ({}, 16000), ({"fs": 8000}, 8000), ({"fs": "16k"}, 16000),
+                                     ({"fs": "8k"}, 8000), ({"fs": "22050"}, 22050)])
+def test_sample_rate_reads_fs_as_espnet_frontends_do(conf, fs):
+    from espnet_allinone.data.audio import sample_rate
+
+    assert sample_rate(conf) == fs
+
+
+def test_sample_rate_names_a_bad_fs():
+    from espnet_allinone.data.audio import sample_rate
+
+    with pytest.raises(ValueError, match="frontend_conf fs='fast' is no sample rate"):
+        sample_rate({"fs": "fast"})

@@ -246,11 +246,13 @@ def test_recalibration_refuses_a_uniform_subnet():
         make_encoder().recalibrate_batchnorm("3-32-8bit", _feature_batches(1))
 
 
-def test_recalibrate_cli_stores_them_with_the_model(tmp_path, capsys):
+@pytest.mark.parametrize("fs", [None, "16k"])  # "16k": as asr.sh writes frontend_conf
+def test_recalibrate_cli_stores_them_with_the_model(tmp_path, capsys, fs):
     from espnet_allinone.bin import recalibrate
-    from tests.conftest import write_tone_data
+    from tests.conftest import set_frontend_fs, write_tone_data
 
     config_file, model_file = make_allinone_files(tmp_path / "model")
+    set_frontend_fs(config_file, fs)
     write_tone_data(tmp_path / "train", 5, 0)
     out = tmp_path / "recalibrated.pth"
     subnet = "2:24x4,16x4"

@@ -99,10 +99,13 @@ def test_evolution_respects_its_budget_and_returns_what_it_scored():
         assert not any(o.size_bytes <= c.size_bytes and o.proxy_wer < c.proxy_wer for o in scored.values())
 
 
-def test_search_cli_on_a_tiny_model(tmp_path, capsys):
+@pytest.mark.parametrize("fs", [None, "16k"])  # "16k": as asr.sh writes frontend_conf
+def test_search_cli_on_a_tiny_model(tmp_path, capsys, fs):
     from espnet_allinone.bin import search
+    from tests.conftest import set_frontend_fs
 
     config_file, model_file = make_allinone_files(tmp_path / "model")
+    set_frontend_fs(config_file, fs)
     write_tone_data(tmp_path / "dev", 6, 1)
     out = tmp_path / "search"
     args = ["--asr_train_config", str(config_file), "--asr_model_file", str(model_file), "--data_dir",

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from espnet_allinone.data.audio import frontend_min_samples
+from espnet_allinone.data.audio import frontend_min_samples, sample_rate
 from espnet_allinone.data.kaldi import read_table
 from espnet_allinone.fileio import write_text_atomic
 
@@ -71,12 +71,9 @@ def is_done(out: Path, keys: List[str]) -> bool:
 def model_sample_rate(s2t) -> int:
     """The sample rate the model was trained at: ``s2t.fs`` if it has one (an ONNX export), else its
     frontend's ``fs`` (ESPnet's default 16k)."""
-    import humanfriendly
-
     if hasattr(s2t, "fs"):
         return int(s2t.fs)
-    fs = (getattr(s2t.asr_train_args, "frontend_conf", None) or {}).get("fs", 16000)
-    return int(humanfriendly.parse_size(fs)) if isinstance(fs, str) else int(fs)
+    return sample_rate(getattr(s2t.asr_train_args, "frontend_conf", None))
 
 
 def min_samples(s2t) -> int:

@@ -39,7 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from espnet_allinone.data.audio import BadAudio, DataDirAudio
+    from espnet_allinone.data.audio import BadAudio, DataDirAudio, sample_rate
     from espnet_allinone.export import load_allinone
     from espnet_allinone.fileio import atomic_path
     from espnet_allinone.search import feature_batches
@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     train_config = yaml.safe_load(Path(args.asr_train_config).read_text())
-    reader = DataDirAudio(Path(args.data_dir), int((train_config.get("frontend_conf") or {}).get("fs", 16000)))
+    reader = DataDirAudio(Path(args.data_dir), sample_rate(train_config.get("frontend_conf")))
     keys = sorted(reader.keys())
     keys = keys[:: max(1, len(keys) // args.num_utts)][: args.num_utts]
     wavs = []

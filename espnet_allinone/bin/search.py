@@ -176,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     from espnet2.text.build_tokenizer import build_tokenizer
 
-    from espnet_allinone.data.audio import DataDirAudio
+    from espnet_allinone.data.audio import DataDirAudio, sample_rate
     from espnet_allinone.data.kaldi import read_text
     from espnet_allinone.export import load_allinone
 
@@ -192,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"[search] space: depths {depths} x per block (width, bits) in {choices}; budget "
           f"{Budgets(budgets)}", flush=True)
 
-    fs = int((train_config.get("frontend_conf") or {}).get("fs", 16000))
+    fs = sample_rate(train_config.get("frontend_conf"))
     reader = DataDirAudio(Path(args.data_dir), fs)
     refs = read_text(Path(args.data_dir) / "text")
     keys = [k for k in sorted(reader.keys()) if k in refs]

@@ -28,6 +28,21 @@ import numpy as np
 from espnet_allinone.data.kaldi import read_segments, read_table
 
 
+def sample_rate(frontend_conf: Optional[Dict]) -> int:
+    """The sample rate of a model's ``frontend_conf``, read as ESPnet's frontends read ``fs``: an
+    int, or a size string such as the ``16k`` asr.sh writes (humanfriendly); 16000, ESPnet's
+    default, when absent."""
+    fs = (frontend_conf or {}).get("fs", 16000)
+    if isinstance(fs, str):
+        import humanfriendly
+
+        try:
+            fs = humanfriendly.parse_size(fs)
+        except humanfriendly.InvalidSize as e:
+            raise ValueError(f"frontend_conf fs={fs!r} is no sample rate: {e}") from None
+    return int(fs)
+
+
 def frontend_min_samples(frontend) -> int:
     """Fewest samples an ESPnet frontend's STFT takes (fewer: torch's padding error); 1 without an STFT."""
     stft = getattr(frontend, "stft", None)
