@@ -5,6 +5,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -260,3 +261,60 @@ def test_wav2vec2_standin_decodes_with_the_one_decode_loop(tmp_path):
     keys = [line.split(" ")[0] for line in (out / "text").read_text().splitlines()]
     assert sorted(keys) == sorted(read_table(tmp_path / "test" / "wav.scp"))
     assert "bad" in read_table(out / "failed") and float((out / "rtf").read_text()) > 0
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "no such directory"),
+    ("no_wav_scp", "no wav.scp"),
+    ("empty", r"no utterance to decode \(wav.scp is empty\)"),
+    ("empty_segments", r"no utterance to decode \(segments is empty\)"),
+])
+@pytest.mark.parametrize("cli", ["decode_subnets", "onnx_decode"])
+def test_a_data_dir_without_utterances_is_an_error_naming_it(model, tmp_path, capsys, case, message, cli):
+    import importlib
+
+    d = tmp_path / case
+    if case != "missing":
+        d.mkdir()
+    if case in ("empty", "empty_segments"):
+        (d / "wav.scp").write_text("" if case == "empty" else "reco1 x.wav\n")
+    if case == "empty_segments":
+        (d / "segments").write_text("")
+    main = importlib.import_module(f"espnet_allinone.bin.{cli}").main
+    args = model if cli == "decode_subnets" else ["--onnx_dir", str(tmp_path / "onnx")]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--data_dir", str(d), "--output_dir", str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"--data_dir {re.escape(str(d))}: {message}", err), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_error_inside_decoding_fails_that_utterance_and_the_set_goes_on(model, tmp_path, monkeypatch):
+    """A non-audio exception (e.g. out of memory on one long recording) is that utterance's
+    failure, listed like bad audio; the others are decoded."""
+    from espnet_allinone.inference import Speech2Text
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    soundfile.write(wavs / "short.wav", _tone(0.5, 440, 0), FS)
+    soundfile.write(wavs / "long.wav", _tone(2.0, 700, 1), FS)
+    data = _write_set(tmp_path / "set", [("u1", wavs / "short.wav"), ("u2", wavs / "long.wav"),
+                                         ("u3", wavs / "short.wav")])
+    call = Speech2Text.__call__
+
+    def oom_on_long(self, speech, *a, **k):
+        if len(speech) > FS:
+            raise RuntimeError("out of memory (injected by the test)")
+        return call(self, speech, *a, **k)
+
+    monkeypatch.setattr(Speech2Text, "__call__", oom_on_long)
+    out = tmp_path / "out"
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        rc = decode_subnets.main([*model, "--data_dir", str(data), "--output_dir", str(out)])
+    assert rc == 0
+    assert "[decode] set: 2 decoded, 1 failed: u2" in stdout.getvalue()
+    failures = decode_subnets.read_failures(out / SUBNET / "set")
+    assert list(failures) == ["u2"]
+    assert "decoding failed (2.0 s of audio): RuntimeError: out of memory (injected by the test)" in failures["u2"]
+    assert list(_text(out / SUBNET / "set" / "text")) == ["u1", "u2", "u3"]

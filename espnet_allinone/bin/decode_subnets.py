@@ -112,6 +112,10 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "", keys: Optional[Lis
                 why = str(e).split(", return empty results")[0]
                 raise BadAudio(key, audio.source, f"too short: {len(audio.wav)} samples "
                                f"({1000 * len(audio.wav) / fs:.0f} ms); its features {why}") from None
+            except Exception as e:  # noqa: BLE001 -- e.g. out of memory on a long recording: this one fails
+                logging.debug(f"[decode] {key}", exc_info=True)
+                raise BadAudio(key, audio.source, f"decoding failed ({len(audio.wav) / fs:.1f} s of audio): "
+                               f"{type(e).__name__}: {e}") from None
             spent += time.perf_counter() - t0
             audio_s += len(audio.wav) / fs
             lines.append(f"{key} {hyps[0][0] if hyps else ''}".rstrip())
@@ -124,6 +128,26 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "", keys: Optional[Lis
     rtf = spent / audio_s if audio_s > 0 else float("nan")
     write_text_atomic(out / DONE, f"{rtf:.4f}\n")  # last: marks the set done
     return {"decoded": len(lines) - len(failed), "failed": failed, "seconds": spent, "audio_seconds": audio_s}
+
+
+def check_data_dirs(data_dirs: List[Path]) -> Optional[str]:
+    """Why ``data_dirs`` cannot be decoded, or None: a missing dir or ``wav.scp``, an unreadable
+    ``segments``, or no utterance at all."""
+    from espnet_allinone.data.audio import DataDirAudio
+
+    for d in data_dirs:
+        if not d.is_dir():
+            return f"--data_dir {d}: no such directory"
+        if not (d / "wav.scp").is_file():
+            return f"--data_dir {d}: no wav.scp (a Kaldi-style data dir lists its audio there)"
+        try:
+            keys = DataDirAudio(d, 1).keys()
+        except (OSError, ValueError) as e:
+            return f"--data_dir {d}: {e}"
+        if not keys:
+            listing = "segments" if (d / "segments").exists() else "wav.scp"
+            return f"--data_dir {d}: no utterance to decode ({listing} is empty)"
+    return None
 
 
 def decode_or_skip(s2t, data_dir: Path, out: Path, tag: str, **fields) -> Dict:
@@ -208,7 +232,11 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    problem = check_data_dirs([Path(d) for d in args.data_dir])
+    if problem:
+        parser.error(problem)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     decode_conf: Dict = yaml.safe_load(open(args.config)) if args.config else {}
     decode_conf.pop("subnet", None)

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from espnet_allinone.bin.decode_subnets import decode_or_skip, finish
+from espnet_allinone.bin.decode_subnets import check_data_dirs, decode_or_skip, finish
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,9 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
+    problem = check_data_dirs([Path(d) for d in args.data_dir])
+    if problem:
+        parser.error(problem)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from espnet_allinone.onnx_inference import OnnxSpeech2Text
 
