@@ -60,7 +60,7 @@ setup(
         "flashlight-text; python_version < '3.13'",
     ],
     extras_require={
-        "test": ["pytest", "ruff"],
+        "test": ["pytest", "pytest-timeout", "ruff"],
         "wav2vec2": ["transformers>=4.56"],  # from_pretrained(dtype=)
         # what ESPnet's egs2/TEMPLATE/asr1/asr.sh needs beyond espnet itself (ESPnet's own
         # `recipe` extra, `egs2` from 202609): stage 3's format_wav_scp.py imports resampy

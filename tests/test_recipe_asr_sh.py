@@ -129,11 +129,13 @@ def espnet_lite(tmp_path_factory) -> Path:
         pytest.skip(f"{ESPNET_LITE} absent: the minimal ESPnet checkout (asr.sh) these "
                     "recipe runs need lies in ../shared, beside this project")
     from espnet_allinone import compat
+    from tests.conftest import NOT_ON_THIS_LINE
 
     if compat.NETS_PACKAGE != "espnet.nets":
-        pytest.skip(f"espnet {compat.ESPNET_VERSION}: the espnet_lite fixture is a checkout of the 202511 era "
-                    "(asr.sh of f48416b) whose pyscripts import espnet.utils, which ESPnet 202609+ no longer "
-                    "has (a checkout of that line imports espnet2.legacy); these runs are on the 202511 line")
+        pytest.skip(f"{NOT_ON_THIS_LINE}espnet {compat.ESPNET_VERSION}: the espnet_lite fixture is a checkout "
+                    "of the 202511 era (asr.sh of f48416b) whose pyscripts import espnet.utils, which "
+                    "ESPnet 202609+ no longer has (a checkout of that line imports espnet2.legacy); "
+                    "these runs are on the 202511 line")
     for mod in ("resampy", "kaldiio"):
         try:
             __import__(mod)

@@ -48,7 +48,8 @@ echo "[setup] $VENV: Python $pyver, ESPnet $ESPNET line ($constraints)"
 "$py" -m pip install -q "pip<25"
 if [ "$ESPNET" != 202511 ] && ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
   if [ "$("$py" -c 'from importlib.metadata import version as v; print(v("espnet"))' 2>/dev/null)" != "$ESPNET" ]; then
-    echo "[setup] espnet==$ESPNET on Python $pyver: --ignore-requires-python for espnet and espnet_model_zoo only"
+    echo "[setup] espnet==$ESPNET on Python $pyver: --ignore-requires-python for espnet and espnet_model_zoo only" \
+      "(pip then lists their dependencies as missing: they are installed next)"
     "$py" -m pip install -q --no-deps --ignore-requires-python -c "$constraints" "espnet==$ESPNET" espnet_model_zoo
   fi
   # their declared dependencies (core + [train]), resolved for this interpreter
