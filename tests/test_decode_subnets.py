@@ -197,6 +197,7 @@ def test_resume_redoes_a_set_whose_files_are_incomplete(decoded, model, tmp_path
     assert text.read_text() == complete
 
 
+@pytest.mark.slow  # a subprocess or timed runs: seconds each
 def test_killed_decode_resumes_to_the_hypotheses_of_an_uninterrupted_run(decoded, model, tmp_path):
     """SIGKILL in the middle of the second set, while a pipe entry blocks; then resume."""
     _, _, _, root, out = decoded

@@ -13,6 +13,7 @@ from tests.conftest import NOT_ON_THIS_LINE
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess or timed runs: seconds each
 @pytest.mark.parametrize("reason,strict,rc", [
     ("sox is not installed", "1", 1),
     ("sox is not installed", "", 0),

@@ -97,6 +97,7 @@ def test_missing_export_is_a_clear_error(tmp_path):
         OnnxSpeech2Text(tmp_path)
 
 
+@pytest.mark.slow  # a subprocess or timed runs: seconds each
 def test_decoding_imports_no_training_code(files):
     root, _, _ = files
     code = f"""

@@ -153,6 +153,7 @@ def test_proxy_is_greedy_ctc_wer_of_the_subnet(tmp_path):
     assert np.isfinite(proxy(SubnetSpec.parse("1-16-4bit")))
 
 
+@pytest.mark.slow  # a subprocess or timed runs: seconds each
 def test_latency_budget_is_measured_on_the_exported_graphs(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from espnet_allinone.bin import search

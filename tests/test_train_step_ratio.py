@@ -20,6 +20,7 @@ def _step(model):
     return ratio.step_flops(model, x, xl, y, yl)[0]
 
 
+@pytest.mark.slow  # a subprocess or timed runs: seconds each
 def test_sandwich_flops_are_the_mean_over_its_draws():
     model = make_model(subnet_sampling="sandwich").train()
     space = model.encoder.subnet_space
@@ -33,6 +34,7 @@ def test_sandwich_flops_are_the_mean_over_its_draws():
     assert ratio.mean_step_flops(model, x, xl, y, yl) == pytest.approx(sum(each) / len(each))
 
 
+@pytest.mark.slow  # a subprocess or timed runs: seconds each
 def test_sharing_saves_arithmetic_and_all_subnets_cost_more_than_three():
     sandwich = make_model(subnet_sampling="sandwich").train()
     x, xl, y, yl = batch()
