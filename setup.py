@@ -40,8 +40,8 @@ setup(
     packages=find_packages(include=["espnet_allinone", "espnet_allinone.*"]),
     python_requires=">=3.10",
     install_requires=[
-        # both ESPnet lines the suite passes with: 202511 (the last for Python < 3.12) and
-        # 202609-202611 (Python >= 3.12); espnet_allinone.compat holds every difference.
+        # two ESPnet lines: 202511 (the last for Python < 3.12) and 202609-202611 (Python >= 3.12;
+        # the suite runs with 202611); espnet_allinone.compat holds every difference.
         # To raise the upper bound: tools/setup.sh with the newer release, the suite on it.
         # The [train] extra: what espnet2.bin.asr_train needs beyond ESPnet's core (202609+).
         "espnet[train]>=202511,<=202611",

@@ -26,7 +26,13 @@ _MAIN_MODULES = {"espnet2.bin.asr_inference"}
 
 # the plugin's names in ESPnet's class choices (register.register_asr_task)
 _CHOICES = {"encoder_choices": ("allinone_conformer", "allinone_wav2vec2"), "model_choices": ("allinone",)}
-_failure: Optional[str] = None  # why registration failed, once it has
+# what each hook makes unavailable when it fails
+_LOST = {
+    "espnet2.tasks.asr": ", ".join(n for names in _CHOICES.values() for n in names),
+    "espnet2.bin.asr_inference": "--subnet, --ctc_greedy and --ctc_lexicon_decoder",
+}
+_failure: Optional[str] = None  # why registration failed (the first failure), once it has
+_said: set = set()  # the failure messages printed
 
 
 def _patch(name: str, module) -> None:
@@ -55,8 +61,9 @@ def supported_espnet() -> str:
     return "espnet (range unknown: espnet_allinone is not installed as a package)"
 
 
-def failure_message(exc: BaseException) -> str:
-    """What a failed registration says: the plugin's version, ESPnet's, the supported range, the error."""
+def failure_message(name: str, exc: BaseException) -> str:
+    """What a failed hook says: the plugin's version, ESPnet's, the supported range, the error, and
+    what is unavailable."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -68,22 +75,24 @@ def failure_message(exc: BaseException) -> str:
     return (
         f"espnet_allinone {__version__} could not register into ESPnet {espnet} (supported: "
         f"{supported_espnet()}): {type(exc).__name__}: {exc}. Stock ESPnet models are unaffected; "
-        f"{', '.join(n for names in _CHOICES.values() for n in names)} and --subnet are unavailable."
+        f"{_LOST[name]} are unavailable."
     )
 
 
 def _registration_failed(name: str, module, exc: BaseException) -> None:
     global _failure
-    if _failure is None:
-        _failure = failure_message(exc)
-        print(f"WARNING: {_failure}", file=sys.stderr)
+    message = failure_message(name, exc)
+    if message not in _said:
+        _said.add(message)
+        print(f"WARNING: {message}", file=sys.stderr)
+    _failure = _failure or message
     if name != "espnet2.tasks.asr":
         return
     for attr, names in _CHOICES.items():  # asking for them raises the message
         try:
             classes = getattr(module, attr).classes
             for choice in names:
-                classes[choice] = _unavailable(choice, _failure)
+                classes[choice] = _unavailable(choice, message)
         except Exception:  # noqa: BLE001 -- ESPnet's choices themselves changed: argparse rejects the name
             pass
 

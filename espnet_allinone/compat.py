@@ -1,24 +1,20 @@
 """Every ESPnet name whose home or call differs between the ESPnet lines the plugin supports.
 
-The two lines: ESPnet 202511 (the last release for Python < 3.12) and 202609-202611.
-What changed between them, as the plugin meets it:
+The lines: ESPnet 202511 (the last release for Python < 3.12) and 202609-202611. Differences:
 
-- ESPnet's v1 package ``espnet.nets`` moved to ``espnet2.legacy.nets`` (202609): the
-  search, scorers, subsampling and mask helpers below;
-- ``espnet2.asr.espnet_model.autocast`` is ``torch.amp.autocast`` (device type first)
-  instead of ``torch.cuda.amp.autocast`` (:func:`frontend_autocast`);
+- ESPnet's v1 package ``espnet.nets`` is ``espnet2.legacy.nets`` (search, scorers, masks, subsampling);
+- ``espnet2.asr.espnet_model.autocast`` is ``torch.amp.autocast`` (device type first) instead of
+  ``torch.cuda.amp.autocast`` (:func:`frontend_autocast`);
 - the Conv2dSubsampling family's ``out`` is a Linear plus ``pos_enc`` instead of
-  ``Sequential(Linear, pos_enc)``; ESPnet's key upgrade moves only the stock keys
-  (:func:`upgrade_subsampling_keys`);
-- ``Speech2Text`` decodes a list or ``batch_size > 1`` with ``batch_decode``, which never
-  calls ``_decode_single_sample`` (202609.post1; the plugin's ``Speech2Text`` overrides
-  both), and CTC prefix scoring takes a window, on by default from 202610
-  (:func:`ctc_prefix_scorer`, :func:`ctc_window_margin_default`).
+  ``Sequential(Linear, pos_enc)`` (:func:`upgrade_subsampling_keys`);
+- CTC prefix scoring takes a window, on by default (:func:`ctc_prefix_scorer`,
+  :func:`ctc_window_margin_default`).
 
-The rest of the plugin takes these names from here, never from ESPnet's v1 paths.
+The rest of the plugin takes these names from here.
 """
 
 import importlib
+import importlib.util
 import inspect
 from importlib.metadata import version
 from typing import Dict
@@ -27,8 +23,16 @@ import torch
 from packaging.version import Version
 
 ESPNET_VERSION: str = version("espnet")
-# 202609 moved espnet.nets to espnet2.legacy.nets and switched ESPnet's autocast to torch.amp
-NETS_PACKAGE = "espnet2.legacy.nets" if Version(ESPNET_VERSION) >= Version("202609") else "espnet.nets"
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+NETS_PACKAGE = "espnet2.legacy.nets" if _has_module("espnet2.legacy.nets") else "espnet.nets"
 
 
 def _nets(module: str):
@@ -53,13 +57,9 @@ _ctc_params = inspect.signature(CTCPrefixScorer.__init__).parameters
 
 
 def ctc_window_margin_default() -> int:
-    """The window of CTC prefix scoring that stock ``Speech2Text`` uses by default: 100 encoder
-    frames from ESPnet 202610 (its ``--ctc_window_margin``), exact scoring (0) before.
-
-    A constant here, not read from ``espnet2.bin.asr_inference``: importing that module
-    imports ESPnet's training code, which ONNX decoding must not (tests/test_espnet_names.py
-    checks the value against the installed ESPnet's signature).
-    """
+    """The window of CTC prefix scoring in stock decoding by default: 100 encoder frames from ESPnet
+    202610, 0 (exact) before. A constant: reading it from ``espnet2.bin.asr_inference`` would import
+    ESPnet's training code, which ONNX decoding must not."""
     return 100 if "window_margin" in _ctc_params and Version(ESPNET_VERSION) >= Version("202610") else 0
 
 
@@ -77,14 +77,12 @@ def ctc_prefix_scorer(ctc: torch.nn.Module, eos: int, window_margin: int = 0):
 
 
 def frontend_autocast(enabled: bool):
-    """ESPnet's autocast context around the frontend, called as its ``ESPnetASRModel.encode``
-    calls it (``torch.amp.autocast("cuda", ...)`` from 202609, ``torch.cuda.amp.autocast``
-    before)."""
+    """ESPnet's autocast context around the frontend, called as ``ESPnetASRModel.encode`` calls it."""
     from espnet2.asr import espnet_model
 
-    if NETS_PACKAGE == "espnet.nets":
-        return espnet_model.autocast(enabled, dtype=espnet_model.autocast_type)
-    return espnet_model.autocast("cuda", enabled=enabled, dtype=espnet_model.autocast_type)
+    if espnet_model.autocast is torch.amp.autocast:  # device type first
+        return espnet_model.autocast("cuda", enabled=enabled, dtype=espnet_model.autocast_type)
+    return espnet_model.autocast(enabled, dtype=espnet_model.autocast_type)
 
 
 def upgrade_subsampling_keys(state_dict: Dict[str, torch.Tensor], prefix: str, embed: torch.nn.Module) -> None:
@@ -105,15 +103,16 @@ def upgrade_subsampling_keys(state_dict: Dict[str, torch.Tensor], prefix: str, e
 
 
 def escape_broken_help(parser) -> None:
-    """Escape ``%`` in the help texts that argparse cannot format, in place.
-
-    ESPnet 202611's ``asr_inference --ctc_window_margin`` help holds a bare ``%`` ("3.19%
-    CER"), so its ``--help`` raises ValueError; only texts that fail to format are changed.
-    """
-    formatter = parser._get_formatter()
+    """Escape ``%`` in help texts that argparse cannot format (ESPnet 202611's ``--ctc_window_margin``
+    holds a bare ``%``, so ``--help`` raises), in place; a parser whose help formats is left as is."""
+    try:
+        parser.format_help()
+        return
+    except (ValueError, TypeError, KeyError):
+        pass
     for action in parser._actions:
-        if action.help:
+        if action.help and "%" in action.help:
             try:
-                formatter._expand_help(action)
+                action.help % {**vars(action), "prog": parser.prog, "default": action.default}
             except (ValueError, TypeError, KeyError):
                 action.help = action.help.replace("%", "%%")

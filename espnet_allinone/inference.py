@@ -28,7 +28,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 from espnet2.utils.types import str2bool
 
 from espnet_allinone.checkpoint import loading_model_file
-from espnet_allinone.compat import Hypothesis, escape_broken_help
+from espnet_allinone.compat import ESPNET_VERSION, Hypothesis, escape_broken_help
 from espnet_allinone.ctc_search import CTCLexiconDecoder, ctc_greedy_tokens  # noqa: F401 (public here too)
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.subnet import SubnetSpec
@@ -112,21 +112,27 @@ class Speech2Text(_STOCK["Speech2Text"]):
         hyp = Hypothesis(yseq=torch.tensor([sos, *token_int, eos]), score=0.0)
         return [(text, token, token_int, hyp)]
 
-
     def batch_decode(self, speech, speech_lengths=None):
         """ESPnet's ``batch_decode`` (a list of (S,) utterances, or padded (B, S) ``speech``
         with (B,) ``speech_lengths``); with greedy CTC or the lexicon decoder, which ESPnet's
         batched beam search would bypass, each utterance is decoded by :meth:`__call__`.
 
-        Returns one n-best list per utterance, in the given order.
+        Returns one n-best list per utterance, in the given order (intermediate-CTC outputs
+        dropped, as ESPnet's batch decoding drops them).
         """
         if not self.ctc_greedy and self.lexicon_decoder is None:
+            if not hasattr(super(), "batch_decode"):
+                raise NotImplementedError(f"ESPnet {ESPNET_VERSION} has no batch decoding (ESPnet 202609 "
+                                          "and newer have): decode one utterance at a time")
             return super().batch_decode(speech, speech_lengths)
         if isinstance(speech, (list, tuple)):
-            return [self(one) for one in speech]
-        if speech_lengths is None:
+            waves = [torch.as_tensor(one).reshape(-1) for one in speech]
+        elif speech_lengths is None:
             raise ValueError("speech_lengths is required for a padded speech array")
-        return [self(speech[b, : int(speech_lengths[b])]) for b in range(len(speech))]
+        else:
+            waves = [torch.as_tensor(speech[b]).reshape(-1)[: int(speech_lengths[b])] for b in range(len(speech))]
+        results = [self(one) for one in waves]
+        return [r[0] if isinstance(r, tuple) else r for r in results]
 
 
 def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False,

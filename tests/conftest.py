@@ -31,6 +31,8 @@ TINY = dict(
     input_layer="conv2d",
 )
 GRID = dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[4, 8])
+# checkpoints written by the ESPnet 202511 line (tests/data/make_espnet202511_fixture.py)
+FIXTURE_202511 = Path(__file__).parent / "data" / "espnet202511"
 
 
 def pytest_report_header(config):
@@ -52,11 +54,20 @@ _SKIPPED: list = []
 
 
 def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _note_skip(report)
+
+
+def pytest_collectreport(report):  # a module-level skip (importorskip) skips at collection
     if report.skipped:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        reason = reason.removeprefix("Skipped: ")
-        if not reason.startswith(NOT_ON_THIS_LINE):
-            _SKIPPED.append((report.nodeid, reason))
+        _note_skip(report)
+
+
+def _note_skip(report) -> None:
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if not reason.startswith(NOT_ON_THIS_LINE):
+        _SKIPPED.append((report.nodeid, reason))
 
 
 def pytest_terminal_summary(terminalreporter):

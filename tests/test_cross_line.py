@@ -6,7 +6,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import soundfile
@@ -14,8 +13,9 @@ import torch
 import yaml
 
 from espnet_allinone import compat
+from tests.conftest import FIXTURE_202511
 
-FIXTURE = Path(__file__).parent / "data" / "espnet202511"
+FIXTURE = FIXTURE_202511
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 
 

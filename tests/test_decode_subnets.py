@@ -319,3 +319,23 @@ def test_an_error_inside_decoding_fails_that_utterance_and_the_set_goes_on(model
     assert list(failures) == ["u2"]
     assert "decoding failed (2.0 s of audio): RuntimeError: out of memory (injected by the test)" in failures["u2"]
     assert list(_text(out / SUBNET / "set" / "text")) == ["u1", "u2", "u3"]
+
+
+def test_an_error_on_every_utterance_stops_the_set_unfinished(model, tmp_path, monkeypatch):
+    """The same exception on every utterance is no data problem: the decode stops with it, and the
+    set is not marked done (a resumed run decodes it again)."""
+    from espnet_allinone.inference import Speech2Text
+
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    soundfile.write(wavs / "a.wav", _tone(0.5, 440, 0), FS)
+    data = _write_set(tmp_path / "set", [("u1", wavs / "a.wav"), ("u2", wavs / "a.wav")])
+
+    def broken(self, speech, *a, **k):
+        raise RuntimeError("CUDA error: an illegal memory access (injected by the test)")
+
+    monkeypatch.setattr(Speech2Text, "__call__", broken)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match=r"set: decoding failed on every utterance .*illegal memory access"):
+        decode_subnets.main([*model, "--data_dir", str(data), "--output_dir", str(out)])
+    assert not (out / SUBNET / "set" / decode_subnets.DONE).exists()

@@ -1,5 +1,6 @@
 """espnet_allinone.onnx_inference / bin.onnx_decode: decoding with the exported ONNX graphs only."""
 
+import inspect
 import subprocess
 import sys
 
@@ -146,3 +147,27 @@ def test_onnx_decode_cli_decodes_a_data_dir_and_lists_bad_audio(files, tmp_path,
     with pytest.raises(SystemExit):
         onnx_decode.main(args)
     assert "lm_weight" in capsys.readouterr().err
+
+
+def test_ctc_window_margin_decodes_as_in_pytorch(files):
+    """One decode config, ``ctc_window_margin`` included, decodes alike in PyTorch and ONNX Runtime;
+    the default window is the installed ESPnet's."""
+    from espnet_allinone import compat
+    from espnet_allinone.inference import Speech2Text
+
+    root, config_file, model_file = files
+    conf = dict(beam_size=3, ctc_weight=0.5)
+    default = OnnxSpeech2Text(root / "2-32-8bit", precision="float", **conf)
+    assert getattr(default.beam_search.scorers["ctc"], "window_margin", 0) == compat.ctc_window_margin_default()
+    if "window_margin" not in inspect.signature(compat.CTCPrefixScorer.__init__).parameters:
+        with pytest.raises(ValueError, match="ctc_window_margin=2: the CTC prefix scoring of ESPnet"):
+            OnnxSpeech2Text(root / "2-32-8bit", precision="float", ctc_window_margin=2, **conf)
+        return
+    wavs = [(np.random.default_rng(5).standard_normal(24000) * 0.1).astype(np.float32), *_wavs(2)]
+    for margin in (0, 1, 100):
+        want = Speech2Text(asr_train_config=str(config_file), asr_model_file=str(model_file), subnet="2-32-8bit",
+                           ctc_window_margin=margin, **conf)
+        got = OnnxSpeech2Text(root / "2-32-8bit", precision="float", ctc_window_margin=margin, **conf)
+        assert got.beam_search.scorers["ctc"].window_margin == margin
+        for wav in wavs:
+            assert [r[:3] for r in got(wav)] == [r[:3] for r in want(wav)], margin

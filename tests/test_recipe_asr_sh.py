@@ -125,9 +125,6 @@ def _run(cmd, cwd: Path, env: dict, log: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def espnet_lite(tmp_path_factory) -> Path:
-    if not ESPNET_LITE.exists():
-        pytest.skip(f"{ESPNET_LITE} absent: the minimal ESPnet checkout (asr.sh) these "
-                    "recipe runs need lies in ../shared, beside this project")
     from espnet_allinone import compat
     from tests.conftest import NOT_ON_THIS_LINE
 
@@ -136,6 +133,9 @@ def espnet_lite(tmp_path_factory) -> Path:
                     "of the 202511 era (asr.sh of f48416b) whose pyscripts import espnet.utils, which "
                     "ESPnet 202609+ no longer has (a checkout of that line imports espnet2.legacy); "
                     "these runs are on the 202511 line")
+    if not ESPNET_LITE.exists():
+        pytest.skip(f"{ESPNET_LITE} absent: the minimal ESPnet checkout (asr.sh) these "
+                    "recipe runs need lies in ../shared, beside this project")
     for mod in ("resampy", "kaldiio"):
         try:
             __import__(mod)

@@ -97,7 +97,7 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "", keys: Optional[Lis
 
     reader = DataDirAudio(data_dir, model_sample_rate(s2t))
     shortest, fs = min_samples(s2t), reader.fs
-    lines, failed, audio_s, spent = [], {}, 0.0, 0.0
+    lines, failed, audio_s, spent, errors = [], {}, 0.0, 0.0, 0
     for key in reader.keys() if keys is None else keys:
         try:
             audio = reader[key]
@@ -114,6 +114,7 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "", keys: Optional[Lis
                                f"({1000 * len(audio.wav) / fs:.0f} ms); its features {why}") from None
             except Exception as e:  # noqa: BLE001 -- e.g. out of memory on a long recording: this one fails
                 logging.debug(f"[decode] {key}", exc_info=True)
+                errors += 1
                 raise BadAudio(key, audio.source, f"decoding failed ({len(audio.wav) / fs:.1f} s of audio): "
                                f"{type(e).__name__}: {e}") from None
             spent += time.perf_counter() - t0
@@ -123,6 +124,9 @@ def decode_set(s2t, data_dir: Path, out: Path, tag: str = "", keys: Optional[Lis
             logging.error(f"[decode] {tag}{data_dir.name}: {e}")
             failed[key] = f"{e.source}: {e.reason}"
             lines.append(key)
+    if errors and errors == len(lines):  # not the data: the model, the device or the code
+        raise RuntimeError(f"{data_dir}: decoding failed on every utterance ({tag.strip() or 'decode'}), "
+                           f"e.g. {next(iter(failed.items()))[1]}; the set is not marked done")
     write_text_atomic(out / TEXT, "".join(f"{line}\n" for line in lines))
     write_text_atomic(out / FAILED, "".join(f"{k} {v}\n" for k, v in failed.items()))
     rtf = spent / audio_s if audio_s > 0 else float("nan")
