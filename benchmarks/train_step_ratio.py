@@ -40,6 +40,8 @@ from espnet_allinone.model import AllInOneASRModel
 
 SIZES = {
     # encoder conf, decoder blocks, subnet grid
+    "tiny": (dict(output_size=32, attention_heads=2, linear_units=64, num_blocks=2), 1,
+             dict(subnet_depths=[1, 2], subnet_widths=[32, 64], subnet_bits=[4, 8])),
     "mini": (dict(output_size=144, attention_heads=4, linear_units=576, num_blocks=6), 3,
              dict(subnet_depths=[4, 6], subnet_widths=[288, 576], subnet_bits=[4, 8])),
     "paper": (dict(output_size=256, attention_heads=4, linear_units=2048, num_blocks=12), 6,

@@ -15,10 +15,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_allinone.quant import QuantizedWeight, fake_quantize, init_step, integer_codes
+from espnet_allinone.quant import QuantizedWeight, fake_quantize, grid_factors, init_step, integer_codes
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
 
 WIDTH_AXES = (None, "out", "in")
+
+
+class NeverTrainedError(ValueError):
+    """A subnet would compute with state that training never set: the step sizes of a
+    bit-width, or BatchNorm statistics that no training batch updated."""
 
 
 class ElasticWeight:
@@ -41,12 +46,14 @@ class ElasticWeight:
         self.active_width: Optional[int] = None
         self.active_bits = FULL_PRECISION
         shape = (self.weight.size(0),) + (1,) * (self.weight.dim() - 1)
-        # Set from the weight statistics at first use, i.e. after any checkpoint or
-        # ESPnet `--init` has set the weights; NaN until then (never used as a marker).
+        # Set from the weight statistics by the first training forward that uses them, i.e.
+        # after any checkpoint or ESPnet `--init` has set the weights. Zero until then: what
+        # marks them initialised is weight_log_step_ready, and a zero adds nothing to the sum
+        # ESPnet's checkpoint averaging takes (see _load_from_state_dict).
         self.weight_log_step = torch.nn.ParameterDict(
             {
                 f"{b}bit": torch.nn.Parameter(
-                    torch.full(shape, float("nan"), device=self.weight.device, dtype=self.weight.dtype)
+                    torch.zeros(shape, device=self.weight.device, dtype=self.weight.dtype)
                 )
                 for b in sorted(set(bits))
                 if b != FULL_PRECISION
@@ -57,8 +64,8 @@ class ElasticWeight:
             # optimizer builder with `exclude_weight_decay: true`
             p._optim = {"weight_decay": 0.0}
         # 1.0 where the step sizes of weight_log_step's i-th bit-width are initialised: in
-        # the state dict, so it travels with checkpoints (a float buffer, which ESPnet's
-        # checkpoint averaging averages, as it does the steps themselves)
+        # the state dict, so it travels with checkpoints (a float buffer: ESPnet's checkpoint
+        # averaging averages it, as it does the steps themselves)
         self.register_buffer(
             "weight_log_step_ready", torch.zeros(len(self.weight_log_step), device=self.weight.device)
         )
@@ -68,7 +75,7 @@ class ElasticWeight:
         """Called by ESPnet's ``initialize`` after ``--init`` has reset the weights."""
         with torch.no_grad():
             for p in self.weight_log_step.values():
-                p.fill_(float("nan"))
+                p.zero_()
             self.weight_log_step_ready.zero_()
         self._steps_checked = set()
 
@@ -120,26 +127,44 @@ class ElasticWeight:
         return w, b
 
     def step(self, bits: int) -> torch.Tensor:
-        """Step sizes for ``bits`` (all output channels), initialised on first use."""
+        """Step sizes for ``bits`` (all output channels). A training forward initialises them
+        at first use (:meth:`init_steps`); outside training, steps that were never initialised
+        are a :class:`NeverTrainedError`."""
         key = f"{bits}bit"
         log_step = self.weight_log_step[key]
         if key not in self._steps_checked:
-            i = self._bit_index(key)
             with torch.no_grad():
-                if not bool(self.weight_log_step_ready[i]):
-                    if getattr(self, "_is_replica", False):
-                        raise RuntimeError(
-                            "step sizes cannot be initialised inside torch.nn.DataParallel "
-                            "replicas: train with DDP (--multiprocessing_distributed true)"
+                if not self.steps_ready(bits):
+                    if not self.training:
+                        raise NeverTrainedError(
+                            f"{self.layer_name or type(self).__name__}: the {bits}-bit step sizes were never "
+                            f"trained (no training step ran a {bits}-bit subnet through this layer)"
                         )
-                    log_step.copy_(init_step(self.weight.float(), bits).log())
-                    self.weight_log_step_ready[i] = 1.0
+                    self.init_steps(bits)
                 else:
                     problem = self._not_finite(self.layer_name, key, log_step)
                     if problem:
                         raise FloatingPointError(problem)
             self._steps_checked.add(key)
         return log_step.exp()
+
+    def steps_ready(self, bits: int) -> bool:
+        """Whether the step sizes of ``bits`` were initialised (by training or :meth:`init_steps`)."""
+        return bool(self.weight_log_step_ready[self._bit_index(f"{bits}bit")])
+
+    @torch.no_grad()
+    def init_steps(self, bits: int):
+        """Initialise the step sizes of ``bits`` from the weights (LSQ, :func:`init_step`), as the
+        first training forward that uses them does."""
+        if getattr(self, "_is_replica", False):
+            raise RuntimeError(
+                "step sizes cannot be initialised inside torch.nn.DataParallel "
+                "replicas: train with DDP (--multiprocessing_distributed true)"
+            )
+        key = f"{bits}bit"
+        self.weight_log_step[key].copy_(init_step(self.weight.float(), bits).log())
+        self.weight_log_step_ready[self._bit_index(key)] = 1.0
+        self._steps_checked.discard(key)
 
     def active_step(self) -> Optional[torch.Tensor]:
         if self.active_bits == FULL_PRECISION:
@@ -164,6 +189,39 @@ class ElasticWeight:
         if self._quantized is not None:
             self._quantized[key] = w
         return w, b
+
+    def active_grid(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The quantized active weight as :func:`~espnet_allinone.quant.grid_factors`: integer codes
+        scaled into (-1, 1) by a power of two, and the float32 scale per output channel."""
+        key = (self.active_width, self.active_bits, "grid")
+        if self._quantized is not None and key in self._quantized:
+            return self._quantized[key]
+        factors = grid_factors(self.sliced()[0], self.active_step(), self.active_bits)
+        if self._quantized is not None:
+            self._quantized[key] = factors
+        return factors
+
+    _channel_dim = 1  # of the output: (B, C, ...) for a convolution; Linear: the last
+
+    def _compute(self, op, x: torch.Tensor) -> torch.Tensor:
+        """``op(x, weight, bias)`` (F.linear or the convolution) with the active weight.
+
+        Under autocast (fp16/bf16) a quantized layer's matmul takes the unit codes of
+        :meth:`active_grid`, exact in the autocast dtype, so it computes with the grid the export
+        stores; the float32 scale and the bias are applied to its output in float32, which is then
+        returned in the matmul's dtype, as autocast's own matmul returns it. Outside autocast, and
+        at 32 bits, the layer computes with :meth:`active_weight` in the input's dtype."""
+        if self.active_bits == FULL_PRECISION or not torch.is_autocast_enabled(x.device.type):
+            return op(x, *self.active_weight())
+        codes, scale = self.active_grid()
+        out = op(x, codes, None)
+        shape = [1] * out.dim()
+        shape[self._channel_dim] = -1
+        y = out.float() * scale.reshape(shape)
+        bias = self.sliced()[1]
+        if bias is not None:
+            y = y + bias.float().reshape(shape)
+        return y.to(out.dtype)
 
     @torch.no_grad()
     def integer_weight(self) -> Optional[QuantizedWeight]:
@@ -190,11 +248,18 @@ class ElasticWeight:
         return stock.train(self.training)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Loads ``weight_log_step_ready`` with the steps. A checkpoint written before it
-        existed marked uninitialised steps with NaN: all-NaN steps load as not initialised,
-        finite ones as initialised. Trained steps that are not finite are an error."""
+        """Loads ``weight_log_step_ready`` with the steps.
+
+        - A checkpoint written before the flag existed marked uninitialised steps with NaN:
+          all-NaN steps load as not initialised, finite ones as initialised.
+        - An average of checkpoints (ESPnet's ``average_nbest_models``) holds a fraction r
+          in (0, 1) where only some of them had the steps initialised: uninitialised steps
+          are zero, so the mean log-step over those that had them is the average / r.
+        - Trained steps that are not finite are an error.
+        """
         ready_key = f"{prefix}weight_log_step_ready"
-        steps = {k: state_dict.get(f"{prefix}weight_log_step.{k}") for k in self.weight_log_step}
+        step_keys = {k: f"{prefix}weight_log_step.{k}" for k in self.weight_log_step}
+        steps = {k: state_dict.get(v) for k, v in step_keys.items()}
         if ready_key not in state_dict and steps and None not in steps.values():
             ready = []
             for k, v in steps.items():
@@ -206,14 +271,32 @@ class ElasticWeight:
                         raise ValueError(f"{problem} (a checkpoint without weight_log_step_ready)")
                     ready.append(1.0)
             state_dict[ready_key] = torch.tensor(ready)
+        if ready_key in state_dict and None not in steps.values():
+            ready = state_dict[ready_key].clone()
+            for i, (k, v) in enumerate(steps.items()):
+                r = float(ready[i]) if i < ready.numel() else 1.0
+                if r == 0.0:
+                    state_dict[step_keys[k]] = torch.zeros_like(v)  # 202511-era NaN placeholders
+                elif r < 1.0:  # averaged with checkpoints that had not initialised them
+                    state_dict[step_keys[k]] = v / r
+                    ready[i] = 1.0
+            state_dict[ready_key] = ready
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         # the steps are loaded after this (by the ParameterDict child): check the incoming ones
-        for k, v in steps.items():
+        for k in steps:
+            v = state_dict.get(step_keys[k])
             if v is not None and bool(self.weight_log_step_ready[self._bit_index(k)]):
                 problem = self._not_finite(prefix.rstrip("."), k, v)
                 if problem:
                     raise ValueError(problem)
         self._steps_checked = set()  # re-check loaded steps at next use
+
+    def never_trained(self) -> Optional[str]:
+        """What of the active configuration training never set (its step sizes), or None."""
+        bits = self.active_bits
+        if bits == FULL_PRECISION or f"{bits}bit" in self._steps_checked or self.steps_ready(bits):
+            return None
+        return f"{self.active_bits}-bit step sizes"
 
     def extra_repr(self) -> str:
         return (
@@ -223,18 +306,20 @@ class ElasticWeight:
 
 
 class ElasticLinear(ElasticWeight, torch.nn.Linear):
+    _channel_dim = -1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, *self.active_weight())
+        return self._compute(F.linear, x)
 
 
 class ElasticConv1d(ElasticWeight, torch.nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, *self.active_weight())
+        return self._compute(self._conv_forward, x)
 
 
 class ElasticConv2d(ElasticWeight, torch.nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, *self.active_weight())
+        return self._compute(self._conv_forward, x)
 
 
 @contextlib.contextmanager
@@ -392,6 +477,7 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             self.register_buffer(f"{stat}_{key}", value)
         if key not in self.stats_keys:
             self.stats_keys = self.stats_keys + (key,)
+        self._updated = self._updated - {key}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         head = prefix + "running_mean_"
@@ -399,6 +485,19 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             if name.startswith(head) and name[len(head):] not in self.stats_keys:
                 self.add_stats(name[len(head):])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._updated = frozenset()
+
+    # keys whose statistics are known to be updated (a host-side record: no device read per check)
+    _updated: frozenset = frozenset()
+
+    def never_trained(self) -> Optional[str]:
+        """What of the active statistics training never set (no batch updated them), or None."""
+        if self.active_key in self._updated:
+            return None
+        if int(self._stat("num_batches_tracked")) > 0:
+            self._updated = self._updated | {self.active_key}
+            return None
+        return f"BatchNorm statistics {self.active_key} (no batch updated them)"
 
     def _stat(self, stat: str) -> torch.Tensor:
         if self.active_key == self.stats_keys[0]:

@@ -110,7 +110,7 @@ def _pad(value: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
 
 
 def subnet_weights(
-    model, train_config: Dict, subnet: Union[str, Subnet], pad: bool = True
+    model, train_config: Dict, subnet: Union[str, Subnet], pad: bool = True, allow_untrained: bool = False
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, QuantizedWeight]]:
     """What the subnet computes with, under stock parameter names.
 
@@ -130,6 +130,7 @@ def subnet_weights(
     """
     encoder = model.encoder
     spec = encoder.subnet_space.get(subnet)
+    encoder.check_trained(spec, allow_untrained)
     prefix = next(n for n, m in model.named_modules() if m is encoder)
     used = {id(m) for top in encoder.subnet_modules(spec) for m in top.modules()}
     own: Dict[str, torch.Tensor] = {}
@@ -222,7 +223,8 @@ def _write_yaml(config: Dict, path: Path):
 
 
 def export_stock(
-    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path]
+    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path],
+    allow_untrained: bool = False,
 ) -> Path:
     """Write ``out_dir/config.yaml`` and ``out_dir/model.pth`` of the stock subnet model.
 
@@ -230,7 +232,7 @@ def export_stock(
     into ``out_dir`` and referred to by absolute path. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
-    state, _ = subnet_weights(model, train_config, subnet)
+    state, _ = subnet_weights(model, train_config, subnet, allow_untrained=allow_untrained)
     config = stock_config(train_config, model, subnet)
     with atomic_dir(out_dir) as tmp:  # all files or none
         _copy_files(config, tmp, lambda p: _absolute(out_dir / p.name))
@@ -240,7 +242,8 @@ def export_stock(
 
 
 def export_packed(
-    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path]
+    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path],
+    allow_untrained: bool = False,
 ) -> Path:
     """Write the low-bit artifact of a subnet to ``out_dir``.
 
@@ -253,7 +256,8 @@ def export_packed(
     """
     out_dir = Path(out_dir)
     spec = model.encoder.subnet_space.get(subnet)
-    state, quantized = subnet_weights(model, train_config, spec, pad=False)  # true per-block sizes
+    # true per-block sizes
+    state, quantized = subnet_weights(model, train_config, spec, pad=False, allow_untrained=allow_untrained)
     config = stock_config(train_config, model, spec)
     full = {k: tuple(v.shape) for k, v in build_stock_model(config).state_dict().items()}
 

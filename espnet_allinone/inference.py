@@ -38,9 +38,12 @@ _STOCK = {name: getattr(_stock, name) for name in ("Speech2Text", "inference", "
 _CALL_OPTIONS: contextvars.ContextVar[Dict] = contextvars.ContextVar("allinone_decode", default={})
 
 
-def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec]) -> Optional[SubnetSpec]:
+def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec],
+                  allow_untrained: bool = False) -> Optional[SubnetSpec]:
     """Choose the subnet an ASR model's encoder computes (None = its largest).
 
+    A subnet that computes with never-trained state is refused unless ``allow_untrained``
+    (:meth:`~espnet_allinone.encoders.abs_allinone.AllInOneEncoderMixin.check_trained`).
     A model without an all-in-one encoder accepts only ``subnet=None``.
     """
     encoder = getattr(asr_model, "encoder", None)
@@ -52,6 +55,7 @@ def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec]) -> Optional[S
             )
         return None
     spec = encoder.set_subnet(subnet)
+    encoder.check_trained(spec, allow_untrained)
     logging.info(f"decoding with subnet {spec}")
     return spec
 
@@ -63,18 +67,21 @@ class Speech2Text(_STOCK["Speech2Text"]):
         "    ctc_greedy: decode with greedy CTC instead of the beam search: the usual\n"
         "        decoding of CTC-only (wav2vec2) systems, and much faster than ESPnet's\n"
         "        CTC prefix scoring, which loops over frames per token.\n"
+        "    allow_untrained: decode a subnet that computes with never-trained step sizes or\n"
+        "        BatchNorm statistics (refused by default, with the way out).\n"
         "    ctc_lexicon_decoder: dict of :class:`CTCLexiconDecoder` keywords (lexicon, lm,\n"
         "        lm_weight, beam_size, ...): decode with a lexicon-constrained CTC beam\n"
         "        search and a word n-gram LM instead (char token lists).\n"
     )
 
     def __init__(self, *args, subnet: Optional[str] = None, ctc_greedy: Optional[bool] = None,
-                 ctc_lexicon_decoder: Optional[Dict] = None, **kwargs):
+                 ctc_lexicon_decoder: Optional[Dict] = None, allow_untrained: Optional[bool] = None, **kwargs):
         call = _CALL_OPTIONS.get()
         model_file = kwargs.get("asr_model_file", args[1] if len(args) > 1 else None)
         with loading_model_file(model_file):
             super().__init__(*args, **kwargs)
-        self.subnet = select_subnet(self.asr_model, subnet or call.get("subnet"))
+        allow = bool(call.get("allow_untrained", False) if allow_untrained is None else allow_untrained)
+        self.subnet = select_subnet(self.asr_model, subnet or call.get("subnet"), allow)
         self.ctc_greedy = bool(call.get("ctc_greedy", False) if ctc_greedy is None else ctc_greedy)
         if self.ctc_greedy and getattr(self.asr_model, "ctc", None) is None:
             raise ValueError("ctc_greedy=True needs a model with a CTC layer")
@@ -136,10 +143,10 @@ class Speech2Text(_STOCK["Speech2Text"]):
 
 
 def inference(*args, subnet: Optional[str] = None, ctc_greedy: bool = False,
-              ctc_lexicon_decoder: Optional[Dict] = None, **kwargs):
+              ctc_lexicon_decoder: Optional[Dict] = None, allow_untrained: bool = False, **kwargs):
     """ESPnet's ``asr_inference.inference`` decoding with ``subnet`` (and greedy CTC or the lexicon decoder)."""
     token = _CALL_OPTIONS.set({"subnet": subnet, "ctc_greedy": ctc_greedy,
-                               "ctc_lexicon_decoder": ctc_lexicon_decoder})
+                               "ctc_lexicon_decoder": ctc_lexicon_decoder, "allow_untrained": allow_untrained})
     try:
         return _STOCK["inference"](*args, **kwargs)
     finally:
@@ -172,6 +179,13 @@ def get_parser() -> argparse.ArgumentParser:
         "(char token lists): keywords of torchaudio's ctc_decoder, one per option as ESPnet's *_conf, "
         "e.g. --ctc_lexicon_decoder lexicon=data/lang_char/lexicon.txt "
         "--ctc_lexicon_decoder lm=data/lang_char/word_3gram.arpa, or a YAML dict '{lexicon: ..., lm_weight: 1.0}'",
+    )
+    group.add_argument(
+        "--allow_untrained",
+        type=str2bool,
+        default=False,
+        help="Decode a subnet that computes with never-trained step sizes or BatchNorm statistics "
+        "(refused by default)",
     )
     return parser
 

@@ -13,6 +13,7 @@ ESPnet's own ``_calc_ctc_loss`` / ``_calc_att_loss``.
 """
 
 import contextlib
+import logging
 import random
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -39,7 +40,7 @@ LAMBDA_PRESETS: Dict[str, Tuple[Dict[str, float], Dict[str, float]]] = {
 }
 
 # Per-subnet statistics copied from ESPnet's stats into "<key>_<subnet>".
-SUBNET_STATS = ("loss", "acc", "cer", "cer_ctc", "kl")
+SUBNET_STATS = ("loss", "acc", "cer", "cer_ctc", "kl", "nonfinite")
 
 
 @contextlib.contextmanager
@@ -125,12 +126,16 @@ class AllInOneASRModel(ESPnetASRModel):
         lambda_preset: ``conformer`` (footnote 4), ``ssl`` (footnote 5) or ``uniform``.
         lambda1, lambda2: per-attribute overrides, e.g. ``{depth: 0.8}``. A subnet
             that compresses several attributes takes the smallest of their lambdas.
+        max_nonfinite_steps: stop the training (FloatingPointError naming the subnets) after this
+            many consecutive training batches in which a subnet's loss was NaN/inf (ESPnet skips
+            each such update); 0: never stop.
 
     In training, the sampled subnets are forwarded; in evaluation (ESPnet's
     validation) every subnet of the space is. Stats: ESPnet's usual keys are the
     largest subnet's, ``loss`` is the total criterion, and ``loss_<subnet>``,
     ``acc_<subnet>``, ``cer_<subnet>``, ``cer_ctc_<subnet>``, ``kl_<subnet>`` are
-    reported for every subnet (NaN in steps that did not sample it).
+    reported for every subnet (NaN in steps that did not sample it), with
+    ``nonfinite_<subnet>``: 1 in a step whose loss (+ KL) of that subnet was NaN/inf, else 0.
     """
 
     @typechecked
@@ -143,6 +148,7 @@ class AllInOneASRModel(ESPnetASRModel):
         lambda_preset: str = "conformer",
         lambda1: Optional[Dict[str, float]] = None,
         lambda2: Optional[Dict[str, float]] = None,
+        max_nonfinite_steps: int = 10,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -161,6 +167,8 @@ class AllInOneASRModel(ESPnetASRModel):
             raise ValueError(f"subnet_sampling must be sandwich|all|sandwich_layerwise: {subnet_sampling}")
         if num_random_subnets < 0:
             raise ValueError("num_random_subnets must be >= 0")
+        if max_nonfinite_steps < 0:
+            raise ValueError("max_nonfinite_steps must be >= 0 (0: never stop)")
         if lambda_preset not in LAMBDA_PRESETS:
             raise ValueError(f"lambda_preset must be one of {list(LAMBDA_PRESETS)}")
         lam1, lam2 = (dict(d) for d in LAMBDA_PRESETS[lambda_preset])
@@ -174,6 +182,9 @@ class AllInOneASRModel(ESPnetASRModel):
         self.use_kl = use_kl
         self._lam1, self._lam2 = lam1, lam2
         self.lambdas: Dict[SubnetSpec, Tuple[float, float]] = {s: self.lambdas_of(s) for s in self.encoder.subnet_space}
+        self._said_never_trained = set()  # subnets validation has warned about
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self._nonfinite_run: Dict[str, int] = {}  # subnet: batches in the current run of NaN/inf losses
 
     def lambdas_of(self, spec) -> Tuple[float, float]:
         """(lambda1, lambda2) of a subnet: the smallest over the attributes it compresses."""
@@ -195,6 +206,25 @@ class AllInOneASRModel(ESPnetASRModel):
         if not self.training:
             return list(space)
         return self._as_on_rank0(space.sample(self.subnet_sampling, self.num_random_subnets, random))
+
+    def _trained_subnets(self, subnets: List[SubnetSpec]) -> List[SubnetSpec]:
+        """The subnets an evaluation forward (ESPnet's validation) computes: those whose step sizes
+        and BatchNorm statistics training has set. One that training has not run yet (or never will:
+        ``num_random_subnets: 0``) is left out, its stats None, with a warning the first time.
+        NeverTrainedError if the largest is among them (there is nothing to evaluate against)."""
+        kept = []
+        for spec in subnets:
+            parts = self.encoder.never_trained(spec)
+            if not parts:
+                kept.append(spec)
+                continue
+            if spec == self.encoder.subnet_space.largest:
+                self.encoder.check_trained(spec)  # the error, naming what and the ways out
+            if spec.name not in self._said_never_trained:
+                self._said_never_trained.add(spec.name)
+                logging.warning(f"validation leaves out subnet {spec}: it computes with state training has "
+                                f"not set yet ({'; '.join(parts[:2])}{'; ...' if len(parts) > 2 else ''})")
+        return kept
 
     def _as_on_rank0(self, subnets: List[SubnetSpec]) -> List[SubnetSpec]:
         """``subnets`` as drawn on rank 0 (one broadcast of a few integers per step)."""
@@ -263,11 +293,13 @@ class AllInOneASRModel(ESPnetASRModel):
         batch_size = speech.shape[0]
         feats, feats_lengths = self.encoder_input(speech, speech_lengths)
         subnets = self.subnets_for_step()
+        if not self.training:
+            subnets = self._trained_subnets(subnets)
         space = self.encoder.subnet_space
         layerwise = self.training and self.subnet_sampling == "sandwich_layerwise"  # validation: the grid only
         names = [str(s) for s in space] + (["layerwise"] if layerwise else [])
         stats: Dict[str, Optional[torch.Tensor]] = {f"{k}_{n}": None for n in names for k in SUBNET_STATS}
-        total, ref = None, None
+        total, ref, parts = None, None, []
         with self.encoder.using_subnet(None), self.encoder.sharing_prefixes():
             for spec in subnets:
                 self.encoder.set_subnet(spec)
@@ -277,6 +309,7 @@ class AllInOneASRModel(ESPnetASRModel):
                 name = _stats_name(spec)
                 for k in SUBNET_STATS:
                     stats[f"{k}_{name}"] = sub_stats.get(k)
+                parts.append((name, loss.detach()))
                 if spec == space.largest:
                     stats.update({k: v for k, v in sub_stats.items() if k != "loss"})
                     total = loss
@@ -288,10 +321,45 @@ class AllInOneASRModel(ESPnetASRModel):
                 if self.use_kl:
                     kl = self._kl_regulariser(ref, outs, text_lengths)
                     stats[f"kl_{name}"] = kl.detach()
+                    parts[-1] = (name, parts[-1][1] + kl.detach())
                     total = total + lam2 * kl
+        self._check_finite(parts, stats)
         stats["acc_mean"] = self._mean_of(stats, "acc", subnets)
         stats["loss"] = total.detach()
         return force_gatherable((total, stats, batch_size), total.device)
+
+    def _check_finite(self, parts: List[Tuple[str, torch.Tensor]], stats: Dict) -> None:
+        """Record which subnets' loss (+ KL) was NaN/inf: ``nonfinite_<subnet>`` is 1.0 in such a step,
+        0.0 in a finite one (one device read per step; under torch.distributed the ranks agree, as the
+        update they skip together). ESPnet skips an update whose gradient norm is not finite and goes on;
+        after ``max_nonfinite_steps`` consecutive training batches with such a loss this raises
+        FloatingPointError naming the subnets, which stops the training."""
+        flags = torch.stack([~torch.isfinite(p) for _, p in parts]).float()
+        dist = torch.distributed
+        if self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad = []
+        for (name, _), flag in zip(parts, flags.tolist()):
+            stats[f"nonfinite_{name}"] = torch.tensor(flag)
+            if flag:
+                bad.append(name)
+        if not self.training:
+            return
+        if not bad:
+            self._nonfinite_run.clear()
+            return
+        for name in bad:
+            self._nonfinite_run[name] = self._nonfinite_run.get(name, 0) + 1
+        steps = max(self._nonfinite_run.values())
+        logging.warning(f"loss of subnet(s) {', '.join(bad)} is NaN/inf in this batch ({steps} in a row): "
+                        "ESPnet skips the update")
+        if self.max_nonfinite_steps and steps >= self.max_nonfinite_steps:
+            counts = ", ".join(f"{n} ({c} of them)" for n, c in self._nonfinite_run.items())
+            raise FloatingPointError(
+                f"training stopped: {steps} consecutive batches had a NaN/inf loss (max_nonfinite_steps: "
+                f"{self.max_nonfinite_steps}), from subnet(s) {counts}; ESPnet skipped their updates. Resume from "
+                "an earlier checkpoint with a lower learning rate (or gradient clipping), or raise "
+                "max_nonfinite_steps (0: never stop)")
 
     def _subnet_forward(self, feats, feats_lengths, text, text_lengths, **kwargs):
         """ESPnet's loss of the active subnet on precomputed features: its CTC loss

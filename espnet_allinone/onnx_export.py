@@ -280,6 +280,7 @@ def _token_list(train_config: Dict) -> List[str]:
 @torch.no_grad()
 def export_onnx(
     model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path], opset: int = 17,
+    allow_untrained: bool = False,
 ) -> Dict[str, Path]:
     """Write the graphs of ``subnet`` (see the module docstring) and ``config.yaml``; returns the paths by
     kind: ``frontend``, ``float``, ``int8``, ``int4``, ``decoder`` (those that apply) and ``config``."""
@@ -287,8 +288,8 @@ def export_onnx(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = model.encoder.subnet_space.get(subnet)
-    state, _ = subnet_weights(model, train_config, spec)
-    _, quantized = subnet_weights(model, train_config, spec, pad=False)
+    state, _ = subnet_weights(model, train_config, spec, allow_untrained=allow_untrained)
+    _, quantized = subnet_weights(model, train_config, spec, pad=False, allow_untrained=allow_untrained)
     stock = build_stock_model(stock_config(train_config, model, spec))
     stock.load_state_dict(state, strict=True)
     stock.eval()

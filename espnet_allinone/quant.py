@@ -85,6 +85,67 @@ def fake_quantize(weight: torch.Tensor, step: torch.Tensor, bits: int) -> torch.
     return _LSQFakeQuantize.apply(weight, step, q, 1.0 / math.sqrt(weight[0].numel() * q))
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Identity whose backward multiplies the gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+class _LSQUnitCodes(torch.autograd.Function):
+    """``clamp(round(w / s), -Q, Q) * unit``: the integer codes times a power of two ``unit``, with
+    the gradients that make ``codes * unit * (s / unit)`` train as :func:`fake_quantize` does:
+    ``dL/dw = dL/du * unit / s`` where ``|w / s| <= Q`` (else 0), and this path's share of the step's
+    gradient, ``dL/ds = -sum(dL/du * unit * (w / s) / s)`` over the elements inside (the other share
+    comes through the factor ``s / unit`` the caller multiplies by)."""
+
+    @staticmethod
+    def forward(ctx, weight, step, q: int, unit: float):
+        ctx.save_for_backward(weight, step)
+        ctx.q, ctx.unit = q, unit
+        return torch.clamp(weight / step, -q, q).round_().mul_(unit)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, step = ctx.saved_tensors
+        v = weight / step
+        inside = ((v >= -ctx.q) & (v <= ctx.q)).to(grad.dtype)
+        g = grad.float() * inside * (ctx.unit / step)
+        grad_w = g if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            grad_s = (-g * v).sum_to_size(step.shape)
+        return grad_w, grad_s, None, None
+
+
+def grid_factors(weight: torch.Tensor, step: torch.Tensor, bits: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fake_quantize` split in two factors, for a matmul under autocast (fp16/bf16).
+
+    ``unit_codes * scale`` (per output channel) is ``fake_quantize(weight, step, bits)``, with the same
+    gradients (STE, LSQ's step gradient and its scale). ``unit_codes`` are the integer codes times
+    ``2**-(bits-1)``, in (-1, 1): exact in fp16 and bf16 (``|code| <= 127`` needs 7 significant bits,
+    and a power of two changes only the exponent), so a matmul in the autocast dtype computes with the
+    very grid the export stores; cast to bf16, the products ``code * step`` would not be (8 significant
+    bits). The step, kept in float32, is applied to the matmul's output.
+
+    Args:
+        weight: (out, ...) float32 weight; step: (out, 1, ...) positive float32 steps; bits: 2..8.
+    Returns:
+        unit_codes of ``weight``'s shape (float32), scale (out, 1, ...) float32 (``step * 2**(bits-1)``).
+    """
+    q = qmax(bits)
+    unit = 2.0 ** -(bits - 1)
+    g = 1.0 / math.sqrt(weight[0].numel() * q)
+    scaled = _ScaleGrad.apply(step, g)  # the value of step; its gradient times g (LSQ)
+    return _LSQUnitCodes.apply(weight, scaled, q, unit), scaled / unit
+
+
 @dataclass
 class QuantizedWeight:
     """A weight on its integer grid: ``codes * step``.

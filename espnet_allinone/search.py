@@ -14,6 +14,11 @@ mutation (each block's (width, bits) redrawn with probability ``mutate``, the de
 crossover (blockwise) of parents drawn from the current Pareto front of (cost, proxy WER) and the
 best by proxy; candidates over the budget are rejected before they are scored. The Pareto front
 of everything scored is the result; :mod:`espnet_allinone.bin.search` decodes its points fully.
+
+Candidates that compute with state training never set (step sizes of a bit-width never run through
+a layer, BatchNorm statistics no batch updated: e.g. after ``num_random_subnets: 0``) are skipped and
+logged, never scored with invented values; ``bin/recalibrate`` estimates missing statistics first if
+they are wanted.
 """
 
 import itertools
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 
 from espnet_allinone.ctc_search import collapse_ctc
+from espnet_allinone.elastic import NeverTrainedError
 from espnet_allinone.subnet import LayerwiseSpec, Subnet, SubnetSpec
 
 _BUDGET_RE = re.compile(r"^\s*(size|ratio|latency)\s*=\s*([0-9.]+)\s*(B|kB|KB|MB|x|ms|s)?\s*$", re.IGNORECASE)
@@ -179,6 +185,8 @@ class ProxyScorer:
         return hyps
 
     def __call__(self, spec: Subnet) -> float:
+        """WER of ``spec``; :class:`NeverTrainedError` for a subnet that computes with never-trained state."""
+        self.model.encoder.check_trained(spec)
         return self._score(self.refs, self.hypotheses(spec)).wer
 
 
@@ -231,16 +239,23 @@ def evolve(
 ) -> Dict[str, Candidate]:
     """Evolutionary search (module docstring). ``make(blocks)`` builds an unscored candidate (costs
     only); ``score(spec)`` is the proxy WER; ``seeds``: block tuples scored first (e.g. the uniform
-    grid). Returns every scored candidate by name."""
+    grid). A candidate that computes with never-trained state (``score`` raises
+    :class:`NeverTrainedError`) is skipped, and logged once. Returns every scored candidate by name."""
     rng = random.Random(seed)
     scored: Dict[str, Candidate] = {}
+    never_trained = set()
     cost = budget.cost
 
     def add(blocks) -> Optional[Candidate]:
         c = make(tuple(blocks))
-        if c.name in scored or not budget.admits(c):
+        if c.name in scored or c.name in never_trained or not budget.admits(c):
             return scored.get(c.name)
-        c.proxy_wer = score(c.spec)
+        try:
+            c.proxy_wer = score(c.spec)
+        except NeverTrainedError as e:
+            never_trained.add(c.name)
+            log(f"[search] skipped {c.name}: {e}")
+            return None
         scored[c.name] = c
         return c
 

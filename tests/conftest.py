@@ -10,7 +10,7 @@ import yaml
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 
-from espnet_allinone.elastic import SubnetBatchNorm1d
+from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
 from espnet_allinone.model import AllInOneASRModel
 
@@ -91,6 +91,21 @@ def _seed():
 def make_encoder(grid=GRID, **kw):
     conf = {**TINY, **kw}
     return AllInOneConformerEncoder(IDIM, **grid, **conf)
+
+
+def as_trained(module: torch.nn.Module) -> torch.nn.Module:
+    """Stand in for training in tests of other mechanics: every bit-width's step sizes initialised
+    from the weights and every BatchNorm statistic counted as updated once (what a training step
+    that runs each subnet sets; the statistics keep their values). Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, ElasticWeight):
+            for key in m.weight_log_step:
+                m.init_steps(int(key[: -len("bit")]))
+        elif isinstance(m, SubnetBatchNorm1d):
+            for name, buf in m.named_buffers():
+                if name.startswith("num_batches_tracked"):
+                    buf.clamp_(min=1)
+    return module
 
 
 def make_model(encoder=None, **model_conf):
@@ -189,9 +204,10 @@ N_MELS = TRAIN_CONFIG["frontend_conf"]["n_mels"]
 
 
 def make_allinone_files(d, chars=CHARS, **encoder_conf):
-    """config.yaml + model.pth of a randomly initialised all-in-one model (fixed seed),
-    with distinct BatchNorm statistics per subnet and a global-MVN stats file; its token
-    list holds ``chars``."""
+    """config.yaml + model.pth of a randomly initialised all-in-one model (fixed seed) standing
+    in for a trained one: distinct BatchNorm statistics per subnet, counted as updated, and every
+    bit-width's step sizes initialised (what a training step that runs each subnet sets); a
+    global-MVN stats file; its token list holds ``chars``."""
     from espnet2.tasks.asr import ASRTask
 
     d.mkdir(parents=True, exist_ok=True)
@@ -218,9 +234,11 @@ def make_allinone_files(d, chars=CHARS, **encoder_conf):
             for name, buf in m.named_buffers():
                 if name.startswith("running_"):
                     buf.copy_(torch.rand_like(buf) + 0.5)
+                elif name.startswith("num_batches_tracked"):
+                    buf.fill_(10)
         if hasattr(m, "weight_log_step"):
             for key in m.weight_log_step:
-                m.step(int(key[: -len("bit")]))
+                m.init_steps(int(key[: -len("bit")]))
     (d / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), d / "model.pth")
     return d / "config.yaml", d / "model.pth"

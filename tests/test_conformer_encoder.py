@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
-from tests.conftest import IDIM, TINY, batch, make_encoder
+from tests.conftest import IDIM, TINY, as_trained, batch, make_encoder
 
 CONFIGS = [
     dict(),
@@ -184,7 +184,7 @@ def test_gradients_reach_shared_weights_and_active_step_only():
 
 
 def test_batchnorm_statistics_isolated_between_widths_and_bits():
-    enc = make_encoder()
+    enc = as_trained(make_encoder())
     x, xl, _, _ = batch()
     enc.eval()
     with torch.no_grad():
@@ -243,7 +243,7 @@ def _block_calls(enc):
 def test_sharing_prefixes_same_outputs_and_less_compute(conf):
     """Stock ConformerEncoder.forward inside sharing_prefixes: every output (intermediate
     CTC ones included) is that of the subnet alone, and less is computed."""
-    enc = make_encoder(**conf)
+    enc = as_trained(make_encoder(**conf))
     enc.eval()
     x, xl, _, _ = batch()
     with torch.no_grad():
@@ -339,7 +339,7 @@ def test_shared_call_modules_pickle_and_copy():
     import copy
     import pickle
 
-    enc = make_encoder()
+    enc = as_trained(make_encoder())
     enc.eval()
     x, xl, _, _ = batch()
     with torch.no_grad():
@@ -386,7 +386,7 @@ def test_a_step_quantizes_each_weight_once_per_width_and_bits():
 
 
 def test_sharing_prefixes_recomputes_for_a_new_input():
-    enc = make_encoder()
+    enc = as_trained(make_encoder())
     enc.eval()
     x, xl, _, _ = batch()
     with torch.no_grad(), enc.sharing_prefixes():
@@ -401,7 +401,7 @@ def test_sharing_prefixes_recomputes_for_a_new_input():
 
 def test_sharing_prefixes_never_reuses_outputs_of_freed_or_changed_inputs():
     """Temporaries freed between forwards may get the same address: still recomputed."""
-    enc = make_encoder()
+    enc = as_trained(make_encoder())
     enc.eval()
     x, xl, _, _ = batch()
     with torch.no_grad():
@@ -480,20 +480,37 @@ def test_state_dict_round_trip_keeps_steps_and_stats():
     assert torch.equal(other(x, xl)[0], want)
 
 
-def test_steps_initialise_from_weights_after_espnet_init_and_stay_positive():
+def _lsq_step(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """LSQ's initial step (Esser et al. 2020), written out: per output channel c,
+    2 * mean|w_c| / sqrt(Q) with Q = 2**(bits-1) - 1, shaped (out, 1, ...)."""
+    q = 2 ** (bits - 1) - 1
+    per_channel = weight.detach().abs().flatten(1).mean(dim=1)
+    return (2 * per_channel / q ** 0.5).reshape(-1, *[1] * (weight.dim() - 1))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_steps_initialise_from_weights_after_espnet_init_and_stay_positive(bits):
     from espnet2.torch_utils.initialize import initialize
 
-    from espnet_allinone.quant import init_step
-
-    enc = make_encoder()
-    enc.set_subnet("3-32-4bit")
+    enc = make_encoder().train()  # steps initialise at first use in training only
+    enc.set_subnet(f"3-32-{bits}bit")
     x, xl, _, _ = batch()
     enc(x, xl)  # steps initialised from the current weights
+    layers = [m for m in enc.modules() if isinstance(m, ElasticWeight)]
+    before = {id(m): _lsq_step(m.weight, bits) for m in layers}
     initialize(enc, "xavier_uniform")  # ESPnet's --init: new weights, steps reset
-    w1 = enc.encoders[0].feed_forward.w_1
-    assert torch.isnan(w1.weight_log_step["4bit"]).all()
+    assert all(not bool(m.weight_log_step_ready.any()) for m in layers)
+    enc.train()
     enc(x, xl)
-    assert torch.allclose(w1.step(4), init_step(w1.weight, 4))
+    # every quantized layer (Linears and convolutions, of every block) took its steps from the new weights
+    assert len(layers) > 10 and any(m.weight.dim() == 3 for m in layers)
+    for m in layers:
+        i = list(m.weight_log_step).index(f"{bits}bit")
+        assert bool(m.weight_log_step_ready[i]), m.layer_name
+        want = _lsq_step(m.weight, bits)
+        assert want.shape == m.step(bits).shape == (m.weight.size(0), *[1] * (m.weight.dim() - 1))
+        torch.testing.assert_close(m.step(bits), want, rtol=1e-5, atol=0, msg=lambda e: f"{m.layer_name}: {e}")
+        assert not torch.allclose(want, before[id(m)])  # ...not the weights before ESPnet's init
     # large Adam updates move the log of the step: steps stay positive
     opt = torch.optim.Adam(enc.parameters(), lr=0.5)
     for _ in range(3):

@@ -16,7 +16,7 @@ from espnet_allinone.export import (
     subnet_weights,
 )
 from espnet_allinone.subnet import LayerwiseSpec, SubnetSpace, SubnetSpec, parse_subnet
-from tests.conftest import make_allinone_files, make_encoder
+from tests.conftest import as_trained, make_allinone_files, make_encoder
 
 
 @pytest.mark.parametrize("name, blocks, canonical", [
@@ -64,16 +64,9 @@ def test_alike_blocks_in_the_space_are_the_uniform_name():
     assert isinstance(SPACE.get("3:32x8,16x4*2"), LayerwiseSpec)
 
 
-def _steps(encoder):
-    for m in encoder.modules():
-        for key in getattr(m, "weight_log_step", {}):
-            m.step(int(key[: -len("bit")]))
-    return encoder
-
-
 @pytest.mark.parametrize("uniform", ["3-32-8bit", "2-16-4bit", "3-16-8bit"])
 def test_layerwise_with_alike_blocks_computes_the_uniform_subnet(uniform):
-    encoder = _steps(make_encoder()).eval()
+    encoder = as_trained(make_encoder()).eval()
     spec = SubnetSpec.parse(uniform)
     layerwise = LayerwiseSpec(spec.blocks)
     x, lengths = torch.randn(2, 60, 20), torch.tensor([60, 47])
@@ -87,7 +80,7 @@ def test_layerwise_with_alike_blocks_computes_the_uniform_subnet(uniform):
 
 
 def test_layerwise_blocks_get_their_own_width_bits_and_statistics():
-    encoder = _steps(make_encoder()).eval()
+    encoder = as_trained(make_encoder()).eval()
     spec = encoder.set_subnet("3:32x8,16x4,16x8")
     blocks = list(encoder.encoders._modules.values())
     for block, (width, bits) in zip(blocks, spec.blocks):
@@ -197,7 +190,7 @@ def _feature_batches(n=3):
 
 
 def test_batchnorm_recalibration_changes_only_that_subnets_statistics():
-    encoder = _steps(make_encoder()).eval()
+    encoder = as_trained(make_encoder()).eval()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     x, lengths = torch.randn(2, 60, 20), torch.tensor([60, 47])
     with torch.no_grad():
@@ -221,7 +214,7 @@ def test_batchnorm_recalibration_changes_only_that_subnets_statistics():
         encoder.set_subnet(subnet)
         out = encoder(x, lengths)[0]
     assert torch.isfinite(out).all()
-    fresh = _steps(make_encoder()).eval()
+    fresh = as_trained(make_encoder()).eval()
     fresh.load_state_dict(encoder.state_dict())  # stored with the model: a fresh encoder takes them
     with torch.no_grad():
         fresh.set_subnet(subnet)
@@ -229,7 +222,7 @@ def test_batchnorm_recalibration_changes_only_that_subnets_statistics():
 
 
 def test_recalibrated_statistics_are_the_average_of_the_batches():
-    encoder = _steps(make_encoder()).eval()
+    encoder = as_trained(make_encoder()).eval()
     subnet = encoder.subnet_space.get("2:32x8,16x4")
     batches = _feature_batches(2)
     seen = []
@@ -241,9 +234,10 @@ def test_recalibrated_statistics_are_the_average_of_the_batches():
     torch.testing.assert_close(norm.running_mean_p32x8, want)
 
 
-def test_recalibration_refuses_a_uniform_subnet():
-    with pytest.raises(ValueError, match="its BatchNorm statistics were trained"):
-        make_encoder().recalibrate_batchnorm("3-32-8bit", _feature_batches(1))
+def test_recalibration_refuses_a_uniform_subnet_whose_statistics_were_trained():
+    encoder = as_trained(make_encoder())
+    with pytest.raises(ValueError, match="whose BatchNorm statistics were all trained"):
+        encoder.recalibrate_batchnorm("3-32-8bit", _feature_batches(1))
 
 
 @pytest.mark.parametrize("fs", [None, "16k"])  # "16k": as asr.sh writes frontend_conf
@@ -265,4 +259,4 @@ def test_recalibrate_cli_stores_them_with_the_model(tmp_path, capsys, fs):
     with pytest.raises(SystemExit):
         recalibrate.main(["--asr_train_config", str(config_file), "--asr_model_file", str(model_file),
                           "--data_dir", str(tmp_path / "train"), "--subnet", "2-32-4bit", "--output_model", str(out)])
-    assert "were trained" in capsys.readouterr().err
+    assert "whose BatchNorm statistics were all trained" in capsys.readouterr().err

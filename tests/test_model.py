@@ -6,7 +6,7 @@ import torch
 
 from espnet_allinone.model import LAMBDA_PRESETS
 from espnet_allinone.subnet import SubnetSpec
-from tests.conftest import batch, make_encoder, make_model
+from tests.conftest import as_trained, batch, make_encoder, make_model
 
 
 def test_loss_finite_and_backward_reaches_encoder_decoder_and_steps():
@@ -98,7 +98,7 @@ def test_loss_is_eq4(model_conf, encoder_conf):
     posteriors, and L = L_max + sum_i lambda1_i L_i + lambda2_i KL_i (footnote 4)."""
     grid = dict(subnet_depths=[2, 3], subnet_widths=[16, 32], subnet_bits=[32])
     enc = make_encoder(grid=grid, **encoder_conf)
-    model = make_model(enc, subnet_sampling="all", lambda_preset="conformer", **model_conf)
+    model = as_trained(make_model(enc, subnet_sampling="all", lambda_preset="conformer", **model_conf))
     model.eval()  # deterministic (no dropout)
     x, xl, y, yl = batch()
     y[1, int(yl[1]):] = -1  # padded as ESPnet's collate pads text
@@ -129,7 +129,7 @@ def test_loss_is_eq4(model_conf, encoder_conf):
 
 
 def test_without_kl_no_kl_term():
-    model = make_model(subnet_sampling="all", use_kl=False)
+    model = as_trained(make_model(subnet_sampling="all", use_kl=False))
     model.eval()
     with torch.no_grad():
         loss, stats, _ = model(*batch())
@@ -143,7 +143,7 @@ def test_without_kl_no_kl_term():
 
 def test_kl_is_small_for_near_identical_subnets():
     enc = make_encoder(grid=dict(subnets=["3-32-32bit", "3-32-8bit"]))
-    model = make_model(enc, subnet_sampling="all", lambda_preset="uniform")
+    model = as_trained(make_model(enc, subnet_sampling="all", lambda_preset="uniform"))
     model.eval()
     with torch.no_grad():
         _, stats, _ = model(*batch())
@@ -174,7 +174,7 @@ def test_kl_stop_gradient_on_the_largest():
 def test_kl_matches_a_direct_computation():
     """KL(p_max || p_i) over valid CTC frames / batch and valid decoder tokens / batch."""
     enc = make_encoder(grid=dict(subnets=["3-32-32bit", "2-16-4bit"]))
-    model = make_model(enc, ctc_weight=0.3)
+    model = as_trained(make_model(enc, ctc_weight=0.3))
     model.eval()
     x, xl, y, yl = batch(b=3)
     yl = torch.tensor([5, 3, 2])
@@ -198,7 +198,7 @@ def test_kl_matches_a_direct_computation():
 
 
 def test_validation_evaluates_every_subnet_and_restores_selection():
-    model = make_model()
+    model = as_trained(make_model())
     model.encoder.set_subnet("2-16-4bit")
     model.eval()
     with torch.no_grad():
@@ -318,6 +318,7 @@ def test_sandwich_layerwise_training_step_learns_through_a_layerwise_subnet():
     lam1, lam2 = model.lambdas_of(drawn[2])
     attrs = list(model.encoder.subnet_space.attributes_compressed(drawn[2]))
     assert attrs and lam1 == min(model._lam1[a] for a in attrs)
+    as_trained(model)  # every grid subnet's state set, as after more steps
     model.eval()  # validation computes the grid only: no always-empty (NaN in the log) layer-wise keys
     with torch.no_grad():
         _, stats, _ = model(*batch())

@@ -59,12 +59,49 @@ def test_float_graphs_decode_as_the_stock_subnet(files, subnet, conf):
     assert emitted > 0  # the comparison is not between empty hypotheses
 
 
-@pytest.mark.parametrize("precision", ["int8", "int4"])
-def test_low_bit_graphs_decode(files, precision):
-    root, _, _ = files
-    s2t = OnnxSpeech2Text(root / "1-16-4bit", precision=precision, beam_size=2, ctc_weight=0.3)
-    text, tokens, token_ids, hyp = s2t(_wavs(1)[0])[0]
-    assert isinstance(text, str) and len(tokens) == len(token_ids) == len(hyp.yseq) - 2
+# int8: ORT's int8 MatMul (DynamicQuantizeLinear + MatMulInteger) requantizes its input activations per tensor
+# to uint8 at run time, a rounding the fake-quant PyTorch model does not have: the posteriors move a little
+# (measured on these 4 utterances: scores differ by up to 0.0033 (1-16-4bit) and 0.0028 (2-32-8bit), no token
+# differs; with beam 3 and CTC weight 0.5 on 8 utterances one hypothesis of 16 tokens differed by 2 edits,
+# where two prefixes nearly tie). Bound: 10 % of the reference tokens in token edits, 0.05 in score where the
+# tokens agree. float and int4 (MatMulNBits at accuracy level 0: float compute on the dequantized codes)
+# differ from the PyTorch model by float reordering only (measured 2e-6 in score): the same hypotheses.
+INT8_EDITS, INT8_SCORE = 0.10, 0.05
+
+
+def _edits(a, b) -> int:
+    """Levenshtein distance of two token sequences."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+@pytest.mark.parametrize("subnet, precision", [
+    ("1-16-4bit", "float"), ("1-16-4bit", "int4"), ("1-16-4bit", "int8"), ("2-32-8bit", "int8")])
+def test_low_bit_graphs_decode_as_the_fake_quant_subnet(files, subnet, precision):
+    from espnet_allinone.inference import Speech2Text
+
+    root, config_file, model_file = files
+    conf = dict(beam_size=2, ctc_weight=0.3)
+    want = Speech2Text(asr_train_config=str(config_file), asr_model_file=str(model_file), subnet=subnet, **conf)
+    got = OnnxSpeech2Text(root / subnet, precision=precision, **conf)
+    edits = tokens = 0
+    score_diffs = []
+    for wav in _wavs():
+        (_, _, w_ids, w_hyp), (_, _, g_ids, g_hyp) = want(wav)[0], got(wav)[0]
+        tokens += len(w_ids)
+        edits += _edits(list(w_ids), list(g_ids))
+        if list(w_ids) == list(g_ids):
+            score_diffs.append(abs(float(g_hyp.score) - float(w_hyp.score)))
+    assert tokens >= 20  # the comparison is not between empty hypotheses
+    if precision == "int8":
+        assert edits <= INT8_EDITS * tokens and max(score_diffs, default=0.0) <= INT8_SCORE
+        assert max(score_diffs, default=0.0) > 1e-4  # ...and the int8 graph decoded: its activations are rounded
+    else:
+        assert edits == 0 and max(score_diffs) <= 1e-3
 
 
 def test_too_short_input_is_espnets_error(files):

@@ -180,4 +180,4 @@ def test_measure_counts_meta_modules_without_initialising_steps():
     size = measure([lin])
     assert size == SubnetSize(params=15, bits=12 * 4 + 3 * 32 + 3 * 32, quantized_params=15, weight_bits=4)
     assert size.paper_bits == 15 * 4
-    assert torch.isnan(lin.weight_log_step["4bit"]).all()  # counting initialised nothing
+    assert not lin.steps_ready(4) and not lin.weight_log_step["4bit"].any()  # counting initialised nothing

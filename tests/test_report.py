@@ -11,7 +11,7 @@ import yaml
 
 from espnet_allinone.bin.report import main
 from espnet_allinone.scoring.wer import read_text, score
-from tests.conftest import write_token_list
+from tests.conftest import as_trained, write_token_list
 from tests.test_scoring import corrupt, generate, write_text
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ SETS = ["dev", "test"]
 
 
 def _model(d, use_kl):
-    """config.yaml + model.pth of a randomly initialised tiny all-in-one model."""
+    """config.yaml + model.pth of a randomly initialised tiny all-in-one model, as if trained."""
     from espnet2.tasks.asr import ASRTask
 
     d.mkdir(parents=True)
@@ -47,7 +47,8 @@ def _model(d, use_kl):
          "--token_type", "char", "--output_dir", str(d)]
     )
     (d / "config.yaml").write_text(yaml.safe_dump(vars(args)))
-    torch.save(ASRTask.build_model(args).state_dict(), d / "model.pth")
+    # standing in for a trained model: every subnet's step sizes and BatchNorm statistics set
+    torch.save(as_trained(ASRTask.build_model(args)).state_dict(), d / "model.pth")
     return d / "config.yaml", d / "model.pth"
 
 
@@ -118,51 +119,135 @@ def test_wer_per_set_and_pooled_average(results):
     assert float(rows["8"]["wer_avg"]) == pytest.approx(pooled)
 
 
-def test_sizes_and_ratios_match_stock_encoders_of_each_shape(results):
-    """#Params = a stock ConformerEncoder of the subnet's depth and width; ratio = 32-bit
-    storage of the largest stock encoder over the paper's count of the subnet (every
-    parameter of a module with quantized weights at the subnet's bits: all but the final
-    LayerNorm here)."""
+def _units(depth: int, width: int):
+    """Parameter counts of a subnet's encoder from CONFIG's shapes, unit by unit: the conv2d subsampling,
+    each of the ``depth`` Conformer blocks (FFN of ``width`` units), the final LayerNorm. ESPnet's defaults
+    where CONFIG sets nothing: no macaron FFN, a convolution module of kernel 31."""
+    conf = CONFIG["encoder_conf"]
+    d, idim, kernel = conf["output_size"], CONFIG["frontend_conf"]["n_mels"], 31
+    f = ((idim - 1) // 2 - 1) // 2  # frequency bins left by two 3x3 stride-2 convolutions
+    embed = (9 * d + d) + (9 * d * d + d) + (d * f * d + d)  # conv 1 -> d, conv d -> d, Linear(d * f, d)
+    attention = 4 * (d * d + d) + d * d + 2 * d  # q, k, v, out; linear_pos (no bias); pos_bias_u, pos_bias_v
+    ffn = (d * width + width) + (width * d + d)
+    conv = (d * 2 * d + 2 * d) + (d * kernel + d) + 2 * d + (d * d + d)  # pointwise (GLU), depthwise, BN, pointwise
+    norms = 4 * 2 * d  # norm_ff, norm_mha, norm_conv, norm_final
+    return embed, [attention + ffn + conv + norms] * depth, 2 * d
+
+
+def _params(name: str) -> int:
+    depth, width, _ = (int(x) for x in name.replace("bit", "").split("-"))
+    embed, blocks, after_norm = _units(depth, width)
+    return embed + sum(blocks) + after_norm
+
+
+def _paper_bits(name: str) -> int:
+    """The paper's count: every parameter of a unit holding quantized weights (the subsampling and each
+    block, biases and norms included) at the subnet's bits, the final LayerNorm at 32."""
+    depth, width, bits = (int(x) for x in name.replace("bit", "").split("-"))
+    embed, blocks, after_norm = _units(depth, width)
+    return bits * (embed + sum(blocks)) + 32 * after_norm
+
+
+def test_shape_counts_are_the_stock_encoders():
+    """The counts below (_units) are those of a stock ESPnet ConformerEncoder of each shape."""
     from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
-    _, _, rows, _ = results
     conf = {k: v for k, v in CONFIG["encoder_conf"].items() if not k.startswith("subnet_")}
-
-    def stock(depth, width):
-        return ConformerEncoder(20, **{**conf, "num_blocks": depth, "linear_units": width})
-
-    largest = sum(p.numel() for p in stock(2, 32).parameters())
     for name in SUBNETS:
-        depth, width, bits = (int(x) for x in name.replace("bit", "").split("-"))
-        enc = stock(depth, width)
-        params = sum(p.numel() for p in enc.parameters())
-        after_norm = sum(p.numel() for p in enc.after_norm.parameters())
-        row = next(r for r in rows.values() if r["subnet"] == name and r["sys"].endswith("K"))
-        assert int(row["params"]) == params, name
-        paper_bits = bits * (params - after_norm) + 32 * after_norm
-        assert float(row["ratio"]) == pytest.approx(32 * largest / paper_bits, rel=1e-3), name
-    assert float(rows["0"]["ratio"]) == 1.0
-    assert int(rows["0"]["params"]) == largest
+        depth, width, _ = (int(x) for x in name.replace("bit", "").split("-"))
+        enc = ConformerEncoder(CONFIG["frontend_conf"]["n_mels"],
+                               **{**conf, "num_blocks": depth, "linear_units": width})
+        embed, blocks, after_norm = _units(depth, width)
+        assert sum(p.numel() for p in enc.embed.parameters()) == embed, name
+        assert [sum(p.numel() for p in b.parameters()) for b in enc.encoders] == blocks, name
+        assert sum(p.numel() for p in enc.parameters()) == embed + sum(blocks) + after_norm, name
+    assert (_params("2-32-8bit"), _params("2-16-8bit"), _params("1-32-8bit"), _params("1-16-8bit")) == \
+        (11424, 10368, 7488, 6960)
+
+
+def test_sizes_and_ratios_are_the_block_sums_of_each_shape(results):
+    """#Params, enc. size and compression ratio of every row, from the shapes of its blocks: size = the
+    paper's count in MB (1e6 bytes), ratio = 32-bit storage of the largest encoder over it."""
+    _, out, rows, _ = results
+    largest = _params("2-32-32bit")
+    for row in rows.values():
+        name = row["subnet"]
+        assert int(row["params"]) == _params(name), row["sys"]
+        assert float(row["size_mb"]) == pytest.approx(_paper_bits(name) / 8 / 1e6, rel=1e-12), row["sys"]
+        assert float(row["ratio"]) == pytest.approx(32 * largest / _paper_bits(name), rel=1e-12), row["sys"]
+    assert float(rows["0"]["ratio"]) == 1.0 and float(rows["0"]["size_mb"]) == 32 * largest / 8 / 1e6
+    assert float(rows["1K"]["size_mb"]) == pytest.approx(0.01152)  # (8 * 11392 + 32 * 32) bits / 8 / 1e6
+    # the table's cells: the first row of a block names the shared parameters, the others "share"
+    md = (out / "RESULTS.md").read_text()
+    assert "| 1K | 2-32-8bit | ✓ | ✓ | 11.4k | 8 | 0.0115 | 1.0h | 3.97x |" in md
+    assert "| 8K | 1-16-4bit | ✓ | ✓ | share (7.0k) | 4 | 0.00359 |  | 12.72x |" in md
+
+
+def _cells(md: str) -> dict:
+    """{sys: [WER dev, WER test, Avg.] cells} of the RESULTS.md table."""
+    out = {}
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0] != "Sys.":
+            out[cells[0]] = cells[-4:-1]
+    return out
+
+
+def _mark(cell: str) -> str:
+    return cell.lstrip("0123456789.")
+
+
+# the legend's marks (the paper's convention), written out: against the baseline, then against the twin
+BASELINE_MARK = {"better": "⁺", "same": "⁼", "worse": ""}
+TWIN_MARK = {"better": "*", "same": "†", "worse": ""}
 
 
 def test_marks_follow_mapsswe(results):
-    """Subnets 2-32-* were decoded at the separate systems' error rate (10%), the other
-    separate systems at 35%: the all-in-one twins win those clearly."""
+    """Every WER cell carries exactly the marks of its MAPSSWE verdicts. By construction: the 2-32-* systems
+    (all-in-one and separate) were decoded at the baseline's error rate (10 %), the other separate systems at
+    35 %: the 2-32-* all-in-one rows are no different from their twins (†) and from the baseline (⁼), the
+    other all-in-one rows are better than their twins (*), the separate 2-32-* systems no different from the
+    baseline (⁼) and the other separate systems worse (no mark); the baseline row has none."""
     _, out, rows, _ = results
-    for i in range(3, 9):
-        assert rows[f"{i}K"]["vs_separate_avg"] == "better"
-        assert rows[f"{i}"]["vs_baseline_avg"] == "worse"
-    assert rows["0"]["vs_baseline_avg"] == ""
     md = (out / "RESULTS.md").read_text()
-    assert "*" in md.split("| 5K |")[1].split("\n")[0]
+    cells = _cells(md)
+    assert set(cells) == set(rows)
+    keys = ["dev", "test", "avg"]
+    for sys_id, row in rows.items():
+        want = [BASELINE_MARK.get(row[f"vs_baseline_{k}"], "") + TWIN_MARK.get(row[f"vs_separate_{k}"], "")
+                for k in keys]
+        assert [_mark(c) for c in cells[sys_id]] == want, sys_id
+    assert [_mark(c) for c in cells["0"]] == [""] * 3  # the baseline: no marks
+    for label in "AK":
+        for i in (1, 2):  # same error rate as the twin and the baseline
+            assert [_mark(c) for c in cells[f"{i}{label}"]] == ["⁼†"] * 3, (i, label)
+        for i in range(3, 9):  # 10 % against the twin's 35 %
+            assert all(_mark(c).endswith("*") for c in cells[f"{i}{label}"]), (i, label)
+            assert rows[f"{i}{label}"]["vs_separate_avg"] == "better"
+    for i in (1, 2):
+        assert [_mark(c) for c in cells[str(i)]] == ["⁼"] * 3
+    for i in range(3, 9):
+        assert [_mark(c) for c in cells[str(i)]] == [""] * 3 and rows[str(i)]["vs_baseline_avg"] == "worse"
+    assert "†" not in "".join(c for i in range(3, 9) for label in ("", "A", "K") for c in cells[f"{i}{label}"])
+    assert rows["0"]["vs_baseline_avg"] == ""
     assert "MAPSSWE, alpha = 0.05" in md
 
 
 def test_summary_of_training_time_and_parameters(results):
-    _, out, _, _ = results
+    _, out, rows, _ = results
     md = (out / "RESULTS.md").read_text()
-    # 8 separate systems x 1800 s = 4 h against K's 1 h
-    assert "training 1.0h against 4.0h in total (4.00x speed-up)" in md
+    # the 8 separately trained systems hold the sum of their own encoders' parameters
+    separate = sum(_params(name) for name in SUBNETS)
+    assert separate == sum(int(rows[str(i)]["params"]) for i in range(1, 9)) == 72480
+    largest = _params("2-32-8bit")
+    shared = (f"8 systems in {largest / 1e3:.1f}k encoder parameters; the 8 separately trained systems hold "
+              f"{separate / 1e3:.1f}k ({separate / largest:.2f}x)")
+    assert shared == "8 systems in 11.4k encoder parameters; the 8 separately trained systems hold 72.5k (6.34x)"
+    # 8 separate systems x 1800 s = 4 h against K's 1 h (A's 50 min)
+    assert (f"- all-in-one K: {shared}; training 1.0h against 4.0h in total (4.00x speed-up); "
+            "8 architectures have a separately trained twin.") in md.splitlines()
+    assert (f"- all-in-one A: {shared}; training 50.0min against 4.0h in total (4.80x speed-up); "
+            "8 architectures have a separately trained twin.") in md.splitlines()
 
 
 def test_bad_other_allinone_is_a_usage_error(tmp_path):

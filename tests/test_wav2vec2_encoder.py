@@ -27,7 +27,7 @@ from espnet_allinone.bin import hf_token_list  # noqa: E402
 from espnet_allinone.elastic import ElasticLinear, ElasticWeight  # noqa: E402
 from espnet_allinone.encoders.wav2vec2 import AllInOneWav2Vec2Encoder  # noqa: E402
 from espnet_allinone.quant import integer_codes, qmax  # noqa: E402
-from tests.conftest import ASR_TRAIN_DATA_ARGS, CHARS, write_tone_data  # noqa: E402
+from tests.conftest import ASR_TRAIN_DATA_ARGS, CHARS, as_trained, write_tone_data  # noqa: E402
 
 HIDDEN, UNITS, LAYERS = 32, 64, 3
 GRID = dict(subnet_depths=[2, 3], subnet_widths=[32, 64], subnet_bits=[4, 32])
@@ -57,7 +57,8 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def make_encoder(ckpt, grid=GRID, **kw) -> AllInOneWav2Vec2Encoder:
-    return AllInOneWav2Vec2Encoder(1, str(ckpt), **grid, **kw).eval()
+    """An encoder on ``ckpt``'s weights, its step sizes initialised (as_trained), in eval mode."""
+    return as_trained(AllInOneWav2Vec2Encoder(1, str(ckpt), **grid, **kw)).eval()
 
 
 def waveforms(lengths=(4000, 3000), seed=0):
@@ -240,7 +241,7 @@ def test_built_without_weights_then_loaded_equals_the_loaded_encoder(ckpt, tmp_p
     an encoder built from the weights computes the same function: decoding a trained
     model does not need the HF weights."""
     (tmp_path / "config.json").write_bytes((Path(ckpt) / "config.json").read_bytes())
-    full = AllInOneWav2Vec2Encoder(1, str(ckpt), **GRID, mask_time_prob=0.0).eval()
+    full = as_trained(AllInOneWav2Vec2Encoder(1, str(ckpt), **GRID, mask_time_prob=0.0)).eval()
     bare = AllInOneWav2Vec2Encoder(1, str(tmp_path), **GRID, mask_time_prob=0.0, load_weights=False).eval()
     x, lens = torch.randn(2, 8000), torch.tensor([8000, 6000])
     with torch.no_grad():

@@ -176,15 +176,21 @@ def _decode_job(args) -> List[Dict]:
     torch.set_num_threads(1)
     from espnet_allinone.inference import Speech2Text, select_subnet
 
-    s2t = Speech2Text(
+    allow = opts["allow_untrained"]
+    s2t = Speech2Text(  # at the job's first subnet (all: the largest), as checked as any other
         asr_train_config=opts["asr_train_config"], asr_model_file=opts["asr_model_file"],
-        device=opts["device"], **opts["decode_conf"]
+        device=opts["device"], subnet=None if requested == ["all"] else requested[job], allow_untrained=allow,
+        **opts["decode_conf"]
     )
-    space = s2t.asr_model.encoder.subnet_space
+    encoder = s2t.asr_model.encoder
+    space = encoder.subnet_space
     subnets = space.names if requested == ["all"] else [space.get(s).name for s in requested]
+    mine = subnets[job::nj]
+    for subnet in mine:  # every one of them before decoding any
+        encoder.check_trained(subnet, allow)
     results = []
-    for subnet in subnets[job::nj]:
-        spec = select_subnet(s2t.asr_model, subnet)
+    for subnet in mine:
+        spec = select_subnet(s2t.asr_model, subnet, allow)
         for data_dir in opts["data_dirs"]:
             out = Path(opts["output_dir"]) / spec.name / data_dir.name
             results.append(decode_or_skip(s2t, data_dir, out, f"job {job}: {spec} ", subnet=spec.name))
@@ -232,6 +238,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail_on_bad_audio", type=str2bool, default=False,
                    help="exit with status 1 if any utterance could not be decoded "
                         "(it is still listed, and the rest decoded)")
+    p.add_argument("--allow_untrained", type=str2bool, default=False,
+                   help="decode subnets that compute with never-trained step sizes or BatchNorm "
+                        "statistics (refused by default: the error names them and the way out)")
     return p
 
 
@@ -246,14 +255,20 @@ def main(argv=None) -> int:
     decode_conf.pop("subnet", None)
     opts = dict(asr_train_config=args.asr_train_config, asr_model_file=args.asr_model_file,
                 device=args.device, decode_conf=decode_conf, output_dir=args.output_dir,
-                data_dirs=[Path(d) for d in args.data_dir])
+                data_dirs=[Path(d) for d in args.data_dir], allow_untrained=args.allow_untrained)
     nj = max(1, args.nj if args.subnets == ["all"] else min(args.nj, len(args.subnets)))
     jobs = [(j, nj, args.subnets, opts) for j in range(nj)]
-    if nj == 1:
-        results = _decode_job(jobs[0])
-    else:
-        with multiprocessing.get_context("spawn").Pool(nj) as pool:
-            results = [r for rs in pool.map(_decode_job, jobs) for r in rs]
+    from espnet_allinone.elastic import NeverTrainedError
+
+    try:
+        if nj == 1:
+            results = _decode_job(jobs[0])
+        else:
+            with multiprocessing.get_context("spawn").Pool(nj) as pool:
+                results = [r for rs in pool.map(_decode_job, jobs) for r in rs]
+    except NeverTrainedError as e:
+        print(f"[decode] error: {e}", file=sys.stderr, flush=True)
+        return 2
     return finish(results, args.output_dir, args.fail_on_bad_audio)
 
 

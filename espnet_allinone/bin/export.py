@@ -30,6 +30,8 @@ from espnet_allinone.subnet import FULL_PRECISION
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from espnet2.utils.types import str2bool
+
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -46,6 +48,11 @@ def get_parser() -> argparse.ArgumentParser:
         help="what to write (default: stock, packed, zip); onnx: <subnet>/onnx/ with the frontend, "
              "encoder + CTC head (float, int8 and int4 on the trained codes) and decoder for ONNX Runtime "
              "(decode with espnet_allinone.bin.onnx_decode; needs the deploy extra)",
+    )
+    p.add_argument(
+        "--allow_untrained", type=str2bool, default=False,
+        help="export subnets that compute with never-trained step sizes or BatchNorm statistics "
+             "(refused by default: the error names them and the way out)",
     )
     return p
 
@@ -69,6 +76,8 @@ def main(argv: Optional[List[str]] = None):
     space = encoder.subnet_space
     try:
         subnets = list(space) if args.subnet == ["all"] else [space.get(s) for s in args.subnet]
+        for spec in subnets:  # every one of them before writing any
+            encoder.check_trained(spec, args.allow_untrained)
     except ValueError as e:
         parser.error(str(e))
     out_dir = Path(args.out_dir)
@@ -80,17 +89,20 @@ def main(argv: Optional[List[str]] = None):
         print("|---|---|---|---|---|")
     for spec in subnets:
         if "stock" in args.formats:
-            export_stock(model, train_config, spec, out_dir / spec.name / "stock")
+            export_stock(model, train_config, spec, out_dir / spec.name / "stock", args.allow_untrained)
         if "packed" in args.formats:
             size = packed_size(
-                encoder, spec, export_packed(model, train_config, spec, out_dir / spec.name / "packed")
+                encoder, spec,
+                export_packed(model, train_config, spec, out_dir / spec.name / "packed", args.allow_untrained),
             )
             print(f"| {spec} | {size.packed_bytes} | {size.bound_bytes:.0f} | {size.ratio:.2f}x "
                   f"| {100 * size.of_bit_ratio:.1f}% |", flush=True)
         if "onnx" in args.formats:
             from espnet_allinone.onnx_export import export_onnx, graph_size
 
-            for kind, path in export_onnx(model, train_config, spec, out_dir / spec.name / "onnx").items():
+            written = export_onnx(model, train_config, spec, out_dir / spec.name / "onnx",
+                                  allow_untrained=args.allow_untrained)
+            for kind, path in written.items():
                 line = f"{spec} {kind}: {path} ({path.stat().st_size} bytes"
                 if kind in ("float", "int8", "int4"):
                     size = graph_size(model, spec, path)

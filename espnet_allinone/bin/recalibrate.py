@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Recalibrate the BatchNorm statistics of layer-wise subnets and store them with the model.
+"""Estimate the BatchNorm statistics of layer-wise subnets, or of subnets whose statistics training
+never updated, and store them with the model.
 
     python -m espnet_allinone.bin.recalibrate --asr_train_config exp/asr/config.yaml \\
         --asr_model_file exp/asr/valid.acc_mean.ave.pth --data_dir data/train --num_utts 300 \\
@@ -12,6 +13,10 @@ cumulative average, as Once-for-All and US-Nets recalibrate), under a key of the
 prefix (:func:`espnet_allinone.encoders.abs_allinone.recalibrated_key`), and writes the whole
 state dict to ``--output_model``: decode, export or search with it as ``--asr_model_file``. Nothing
 else changes (weights, the statistics of every other subnet).
+
+A subnet of the space that training never ran (e.g. ``num_random_subnets: 0`` leaves the middle of the
+grid unsampled) has BatchNorm statistics no batch updated; decoding and export refuse it and point
+here. For such a subnet this estimates those statistics, in place, the same way.
 """
 
 import argparse
@@ -27,7 +32,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr_train_config", required=True)
     p.add_argument("--asr_model_file", required=True)
     p.add_argument("--data_dir", required=True, help="training data (Kaldi-style dir with wav.scp)")
-    p.add_argument("--subnet", nargs="+", required=True, help="layer-wise subnets (DEPTH:WxB,...)")
+    p.add_argument("--subnet", nargs="+", required=True,
+                   help="layer-wise subnets (DEPTH:WxB,...), or subnets of the space whose statistics "
+                        "were never trained")
     p.add_argument("--num_utts", type=int, default=300)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--output_model", required=True)

@@ -83,12 +83,33 @@ class System:
     rtf: Optional[float] = None
     vs_baseline: Dict[str, str] = field(default_factory=dict)
     vs_twin: Dict[str, str] = field(default_factory=dict)
+    never_trained: List[str] = field(default_factory=list)  # what the subnet uses that training never set
 
 
 def _verdict(segs: List[Tuple[int, int]]) -> str:
     """better / same / worse of system a (first) against b."""
     result = mapsswe_from_segments(segs, ALPHA)
     return {"a": "better", "b": "worse", None: "same"}[result.better]
+
+
+def _check_trained(encoder, arch, allow_untrained: bool) -> List[str]:
+    """What ``arch`` computes with that training never set; an error unless ``allow_untrained``
+    (its row is then reported with a note)."""
+    parts = encoder.never_trained(arch)
+    if parts and not allow_untrained:
+        encoder.check_trained(arch)  # the error, naming the parts and the ways out
+    return parts
+
+
+def untrained_note(systems: List[System]) -> str:
+    """A note naming the rows whose subnet computes with never-trained state (--allow_untrained)."""
+    rows = [s for s in systems if s.never_trained]
+    if not rows:
+        return ""
+    return "\n".join(f"- {s.sys_id} ({s.arch}) computes with state training never set (reported with "
+                     f"--allow_untrained): {'; '.join(s.never_trained[:3])}"
+                     + (f"; and {len(s.never_trained) - 3} more" if len(s.never_trained) > 3 else "")
+                     for s in rows) + "\n"
 
 
 def _load_encoder(config: str, model_file: Optional[str]):
@@ -176,13 +197,16 @@ def build_systems(args, sets: List[str]) -> List[System]:
                                   use_kl=getattr(m, "use_kl", None), params=params, size_mb=mb,
                                   ratio=ratio, train_time=times.get(label),
                                   hyp_dirs=dirs(decode_dir / arch.name)))
+            if m is model and systems[-1].hyp_dirs:  # the model whose weights were loaded
+                systems[-1].never_trained = _check_trained(m.encoder, arch, args.allow_untrained)
     for i, name in enumerate(args.layerwise):  # searched layer-wise subnets of the main model
         label, m, decode_dir = models[-1]
         arch = m.encoder.subnet_space.get(name)
         params, mb, ratio = _size(m.encoder, arch)
         systems.append(System(f"L{i + 1}{label}", arch, "allinone", label=label, use_kl=getattr(m, "use_kl", None),
                               params=params, size_mb=mb, ratio=ratio, train_time=times.get(label),
-                              hyp_dirs=dirs(decode_dir / arch.name)))
+                              hyp_dirs=dirs(decode_dir / arch.name),
+                              never_trained=_check_trained(m.encoder, arch, args.allow_untrained)))
     return systems
 
 
@@ -378,6 +402,8 @@ def plot(systems: List[System], path: Path) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from espnet2.utils.types import str2bool
+
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -407,6 +433,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--scoring", choices=SCORINGS, default="text",
                    help="text: <data_dir>/text; hub5: Switchboard's NIST Hub5 scoring "
                    "(hubscr.pl against <data_dir>/stm with <data_dir>/glm)")
+    p.add_argument("--allow_untrained", type=str2bool, default=False,
+                   help="report decoded subnets that compute with never-trained step sizes or BatchNorm "
+                        "statistics, with a note (refused by default)")
     return p
 
 
@@ -430,7 +459,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(systems, sets)
     (out / "RESULTS.md").write_text(
-        f"# Results\n\nmodel: `{args.asr_model_file}`\n\n{table}\n{summary(systems)}\n"
+        f"# Results\n\nmodel: `{args.asr_model_file}`\n\n{table}\n{summary(systems)}{untrained_note(systems)}\n"
         + LEGEND.format(alpha=ALPHA, backend=backend) + "\n"
     )
     rows = csv_rows(systems, sets)
@@ -439,7 +468,7 @@ def main(argv=None):
         writer.writeheader()
         writer.writerows(rows)
     plot(systems, out / "wer_vs_size.png")
-    print(table + summary(systems))
+    print(table + summary(systems) + untrained_note(systems))
     print(f"[report] {out / 'RESULTS.md'}, {out / 'results.csv'}, {out / 'wer_vs_size.png'}")
 
 

@@ -7,6 +7,7 @@ export all go through these two functions.
 """
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -15,6 +16,7 @@ import torch
 from espnet_allinone.elastic import (
     ElasticDepth,
     ElasticWeight,
+    NeverTrainedError,
     SharedCalls,
     SubnetBatchNorm1d,
     make_elastic,
@@ -298,25 +300,81 @@ class AllInOneEncoderMixin:
         finally:
             self.set_subnet(previous)
 
+    def never_trained(self, subnet: Union[None, str, Subnet] = None) -> List[str]:
+        """What ``subnet`` (None = the active one) computes with that training never set, one
+        ``"<layer>: <what>"`` each: step sizes of a bit-width no training step ran through the
+        layer, BatchNorm statistics no batch updated (e.g. the subnets ``num_random_subnets: 0``
+        never samples). Empty when everything it uses was trained. Reads the state, changes nothing."""
+        spec = self._active_subnet if subnet is None else self.subnet_space.get(subnet)
+        names = {id(m): n for n, m in self.named_modules()}
+        found = []
+        with self.using_subnet(spec):
+            for unit in self.subnet_modules(spec):
+                for m in unit.modules():
+                    if isinstance(m, (ElasticWeight, SubnetBatchNorm1d)):
+                        what = m.never_trained()
+                        if what:
+                            found.append(f"{names[id(m)]}: {what}")
+        return found
+
+    def check_trained(self, subnet: Union[None, str, Subnet] = None, allow_untrained: bool = False) -> List[str]:
+        """Refuse a subnet that computes with never-trained state (:meth:`never_trained`):
+        :class:`~espnet_allinone.elastic.NeverTrainedError` naming the subnet, the layers, what
+        was never trained and the ways out. With ``allow_untrained`` it is a warning instead,
+        and never-trained step sizes are initialised from the weights (LSQ's rule); never-updated
+        BatchNorm statistics stay at their initial values. Returns what was never trained."""
+        spec = self._active_subnet if subnet is None else self.subnet_space.get(subnet)
+        parts = self.never_trained(spec)
+        if not parts:
+            return parts
+        listed = "; ".join(parts[:4]) + (f"; and {len(parts) - 4} more" if len(parts) > 4 else "")
+        if not allow_untrained:
+            ways = []
+            if any("step sizes" in p for p in parts):
+                ways.append("train with a subnet sampling that reaches it (e.g. num_random_subnets >= 1)")
+            if any("BatchNorm" in p for p in parts):
+                ways.append(f"estimate its BatchNorm statistics with python -m espnet_allinone.bin.recalibrate "
+                            f"--subnet {spec}")
+            ways.append("or pass --allow_untrained (allow_untrained=True) to use it anyway: never-trained step "
+                        "sizes initialised from the weights, BatchNorm statistics at their initial values")
+            raise NeverTrainedError(
+                f"subnet {spec} computes with state that training never set: {listed}. "
+                f"Ways out: {'; '.join(ways)}")
+        logging.warning(f"subnet {spec} uses never-trained state (allowed): {listed}")
+        with self.using_subnet(spec):
+            for unit in self.subnet_modules(spec):
+                for m in unit.modules():
+                    if isinstance(m, ElasticWeight) and m.never_trained():
+                        m.init_steps(m.active_bits)
+        return parts
+
     @torch.no_grad()
     def recalibrate_batchnorm(self, subnet: Union[str, Subnet],
                               batches: Iterable[Tuple[torch.Tensor, torch.Tensor]]) -> int:
-        """Estimate BatchNorm statistics for a layer-wise ``subnet`` from ``batches`` of (B, T, D) features
-        and (B,) lengths (as OFA and US-Nets do: a few hundred training utterances, the cumulative average of
-        every batch's statistics), stored under :func:`recalibrated_key` so that they travel with the state
-        dict and serve every subnet sharing the blocks' prefix; no other statistics or weights change.
-        Returns the number of batches seen. A uniform subnet of the space (trained statistics) is refused.
+        """Estimate BatchNorm statistics for ``subnet`` from ``batches`` of (B, T, D) features and (B,)
+        lengths (as OFA and US-Nets do: a few hundred training utterances, the cumulative average of every
+        batch's statistics); no other statistics or weights change. Returns the number of batches seen.
+
+        A layer-wise subnet gets statistics of its own under :func:`recalibrated_key`, so that they travel
+        with the state dict and serve every subnet sharing the blocks' prefix. A uniform subnet of the space
+        gets the statistics that training never updated (:meth:`never_trained`), in place; one whose
+        statistics were all trained is refused.
         """
         spec = self.subnet_space.get(subnet)
-        if not isinstance(spec, LayerwiseSpec):
-            raise ValueError(f"{spec} is a subnet of the space: its BatchNorm statistics were trained")
         blocks = list(self.elastic_layers._modules.values())[: spec.depth]
         norms = []
-        for i, block in enumerate(blocks):
-            for m in block.modules():
-                if isinstance(m, SubnetBatchNorm1d):
-                    m.add_stats(recalibrated_key(spec, i))
-                    norms.append((m, m.momentum, m.training))
+        if isinstance(spec, LayerwiseSpec):
+            for i, block in enumerate(blocks):
+                for m in block.modules():
+                    if isinstance(m, SubnetBatchNorm1d):
+                        m.add_stats(recalibrated_key(spec, i))
+                        norms.append((m, m.momentum, m.training))
+        else:
+            with self.using_subnet(spec):
+                norms = [(m, m.momentum, m.training) for block in blocks for m in block.modules()
+                         if isinstance(m, SubnetBatchNorm1d) and m.never_trained()]
+        if not norms:
+            raise ValueError(f"{spec} is a subnet of the space whose BatchNorm statistics were all trained")
         previous, training = self._active_subnet, self.training
         self.eval()
         try:
