@@ -29,7 +29,7 @@ _CHOICES = {"encoder_choices": ("allinone_conformer", "allinone_wav2vec2"), "mod
 # what each hook makes unavailable when it fails
 _LOST = {
     "espnet2.tasks.asr": ", ".join(n for names in _CHOICES.values() for n in names),
-    "espnet2.bin.asr_inference": "--subnet, --ctc_greedy and --ctc_lexicon_decoder",
+    "espnet2.bin.asr_inference": "--subnet, --ctc_greedy, --ctc_lexicon_decoder and --allow_untrained",
 }
 _failure: Optional[str] = None  # why registration failed (the first failure), once it has
 _said: set = set()  # the failure messages printed

@@ -15,7 +15,14 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_allinone.quant import QuantizedWeight, fake_quantize, grid_factors, init_step, integer_codes
+from espnet_allinone.quant import (
+    QuantizedWeight,
+    fake_quantize,
+    grid_factors,
+    init_step,
+    integer_codes,
+    scale_channels,
+)
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
 
 WIDTH_AXES = (None, "out", "in")
@@ -174,8 +181,9 @@ class ElasticWeight:
             step = step[: self.active_width]
         return step
 
-    # {(width, bits): fake-quantized weight} while :func:`reusing_quantized_weights` is open
-    _quantized: Optional[Dict[Tuple[Optional[int], int], torch.Tensor]] = None
+    # {(width, bits): fake-quantized weight, (width, bits, "grid"): active_grid()} while
+    # :func:`reusing_quantized_weights` is open
+    _quantized: Optional[Dict[Tuple, object]] = None
 
     def active_weight(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Weight (sliced, fake-quantized) and bias the layer computes with."""
@@ -192,7 +200,7 @@ class ElasticWeight:
 
     def active_grid(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The quantized active weight as :func:`~espnet_allinone.quant.grid_factors`: integer codes
-        scaled into (-1, 1) by a power of two, and the float32 scale per output channel."""
+        times a power of two per output channel, and the float32 scale per output channel."""
         key = (self.active_width, self.active_bits, "grid")
         if self._quantized is not None and key in self._quantized:
             return self._quantized[key]
@@ -208,20 +216,13 @@ class ElasticWeight:
 
         Under autocast (fp16/bf16) a quantized layer's matmul takes the unit codes of
         :meth:`active_grid`, exact in the autocast dtype, so it computes with the grid the export
-        stores; the float32 scale and the bias are applied to its output in float32, which is then
-        returned in the matmul's dtype, as autocast's own matmul returns it. Outside autocast, and
+        stores; the float32 scale and the bias are applied to its output in float32, returned in the
+        matmul's dtype, as autocast's own matmul returns it. Outside autocast, and
         at 32 bits, the layer computes with :meth:`active_weight` in the input's dtype."""
         if self.active_bits == FULL_PRECISION or not torch.is_autocast_enabled(x.device.type):
             return op(x, *self.active_weight())
         codes, scale = self.active_grid()
-        out = op(x, codes, None)
-        shape = [1] * out.dim()
-        shape[self._channel_dim] = -1
-        y = out.float() * scale.reshape(shape)
-        bias = self.sliced()[1]
-        if bias is not None:
-            y = y + bias.float().reshape(shape)
-        return y.to(out.dtype)
+        return scale_channels(op(x, codes, None), scale, self.sliced()[1], self._channel_dim)
 
     @torch.no_grad()
     def integer_weight(self) -> Optional[QuantizedWeight]:
@@ -276,8 +277,13 @@ class ElasticWeight:
             for i, (k, v) in enumerate(steps.items()):
                 r = float(ready[i]) if i < ready.numel() else 1.0
                 if r == 0.0:
-                    state_dict[step_keys[k]] = torch.zeros_like(v)  # 202511-era NaN placeholders
+                    state_dict[step_keys[k]] = torch.zeros_like(v)  # whatever the placeholder (zeros, NaN)
                 elif r < 1.0:  # averaged with checkpoints that had not initialised them
+                    if not bool(torch.isfinite(v).all()):
+                        raise ValueError(
+                            f"{prefix.rstrip('.')}: the {k} step sizes of an average of checkpoints are NaN/inf "
+                            f"({r:.2f} of them had the steps initialised): a checkpoint with NaN placeholders "
+                            "for uninitialised steps was averaged; average checkpoints that all have them")
                     state_dict[step_keys[k]] = v / r
                     ready[i] = 1.0
             state_dict[ready_key] = ready
@@ -498,6 +504,12 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             self._updated = self._updated | {self.active_key}
             return None
         return f"BatchNorm statistics {self.active_key} (no batch updated them)"
+
+    def reset_running_stats(self):
+        """torch's: the stock buffers (the largest's statistics) start again, counted as never updated."""
+        super().reset_running_stats()
+        if hasattr(self, "stats_keys"):  # torch's constructor calls this before from_batchnorm sets them
+            self._updated = self._updated - {self.stats_keys[0]}
 
     def _stat(self, stat: str) -> torch.Tensor:
         if self.active_key == self.stats_keys[0]:

@@ -1,12 +1,14 @@
-"""Decoding a chosen subnet with ESPnet's ``Speech2Text``: ``subnet``, ``ctc_greedy``, ``ctc_lexicon_decoder``.
+"""Decoding a chosen subnet with ESPnet's ``Speech2Text``: ``subnet``, ``ctc_greedy``, ``ctc_lexicon_decoder``,
+``allow_untrained``.
 
     from espnet_allinone.inference import Speech2Text
     s2t = Speech2Text(asr_train_config=..., asr_model_file=..., subnet="4-288-4bit")
     text, tokens, token_ids, hyp = s2t(speech)[0]
 
-:class:`Speech2Text` is ESPnet's with three more keywords; :func:`inference` and
-:func:`get_parser` are ESPnet's with ``--subnet``, ``--ctc_greedy`` and
-``--ctc_lexicon_decoder``. :func:`install` puts the three into
+:class:`Speech2Text` is ESPnet's with four more keywords; :func:`inference` and
+:func:`get_parser` are ESPnet's with ``--subnet``, ``--ctc_greedy``, ``--ctc_lexicon_decoder``
+and ``--allow_untrained`` (a subnet that computes with never-trained state is refused
+otherwise). :func:`install` puts the three names into
 ``espnet2.bin.asr_inference`` once (the plugin's import hook calls it when that module
 is imported), so ``python -m espnet2.bin.asr_inference --subnet ...``, as asr.sh starts
 it, and ``subnet:`` in a decode config select the subnet.

@@ -183,6 +183,7 @@ class AllInOneASRModel(ESPnetASRModel):
         self._lam1, self._lam2 = lam1, lam2
         self.lambdas: Dict[SubnetSpec, Tuple[float, float]] = {s: self.lambdas_of(s) for s in self.encoder.subnet_space}
         self._said_never_trained = set()  # subnets validation has warned about
+        self._never_trained: Optional[Dict] = None  # {subnet: never_trained parts} of the evaluation pass
         self.max_nonfinite_steps = max_nonfinite_steps
         self._nonfinite_run: Dict[str, int] = {}  # subnet: batches in the current run of NaN/inf losses
 
@@ -212,9 +213,13 @@ class AllInOneASRModel(ESPnetASRModel):
         and BatchNorm statistics training has set. One that training has not run yet (or never will:
         ``num_random_subnets: 0``) is left out, its stats None, with a warning the first time.
         NeverTrainedError if the largest is among them (there is nothing to evaluate against)."""
+        if self._never_trained is None:  # once per evaluation pass (reset by train()/eval())
+            self._never_trained = {}
         kept = []
         for spec in subnets:
-            parts = self.encoder.never_trained(spec)
+            if spec not in self._never_trained:
+                self._never_trained[spec] = self.encoder.never_trained(spec)
+            parts = self._never_trained[spec]
             if not parts:
                 kept.append(spec)
                 continue
@@ -225,6 +230,11 @@ class AllInOneASRModel(ESPnetASRModel):
                 logging.warning(f"validation leaves out subnet {spec}: it computes with state training has "
                                 f"not set yet ({'; '.join(parts[:2])}{'; ...' if len(parts) > 2 else ''})")
         return kept
+
+    def train(self, mode: bool = True):
+        """torch's ``train``/``eval``; a new evaluation pass re-reads which subnets training has set."""
+        self._never_trained = None
+        return super().train(mode)
 
     def _as_on_rank0(self, subnets: List[SubnetSpec]) -> List[SubnetSpec]:
         """``subnets`` as drawn on rank 0 (one broadcast of a few integers per step)."""
@@ -330,10 +340,11 @@ class AllInOneASRModel(ESPnetASRModel):
 
     def _check_finite(self, parts: List[Tuple[str, torch.Tensor]], stats: Dict) -> None:
         """Record which subnets' loss (+ KL) was NaN/inf: ``nonfinite_<subnet>`` is 1.0 in such a step,
-        0.0 in a finite one (one device read per step; under torch.distributed the ranks agree, as the
-        update they skip together). ESPnet skips an update whose gradient norm is not finite and goes on;
-        after ``max_nonfinite_steps`` consecutive training batches with such a loss this raises
-        FloatingPointError naming the subnets, which stops the training."""
+        0.0 in a finite one (one device read per step, where ESPnet's trainer reads every stat before the
+        backward anyway; under torch.distributed the ranks agree, as on the update they skip together).
+        ESPnet skips an update whose gradient norm is not finite and goes on; when a subnet's loss was
+        NaN/inf in ``max_nonfinite_steps`` consecutive training batches that computed it, this raises
+        FloatingPointError naming the subnet, which stops the training."""
         flags = torch.stack([~torch.isfinite(p) for _, p in parts]).float()
         dist = torch.distributed
         if self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -345,21 +356,21 @@ class AllInOneASRModel(ESPnetASRModel):
                 bad.append(name)
         if not self.training:
             return
+        for name, _ in parts:  # a subnet's run: the batches that computed it, in a row
+            self._nonfinite_run[name] = self._nonfinite_run.get(name, 0) + 1 if name in bad else 0
         if not bad:
-            self._nonfinite_run.clear()
             return
-        for name in bad:
-            self._nonfinite_run[name] = self._nonfinite_run.get(name, 0) + 1
-        steps = max(self._nonfinite_run.values())
-        logging.warning(f"loss of subnet(s) {', '.join(bad)} is NaN/inf in this batch ({steps} in a row): "
-                        "ESPnet skips the update")
-        if self.max_nonfinite_steps and steps >= self.max_nonfinite_steps:
-            counts = ", ".join(f"{n} ({c} of them)" for n, c in self._nonfinite_run.items())
+        runs = {n: self._nonfinite_run[n] for n in bad}
+        said = ", ".join(f"subnet {n} ({c} in a row)" for n, c in runs.items())
+        logging.warning(f"NaN/inf loss in this batch: {said}; ESPnet skips the update")
+        over = {n: c for n, c in runs.items() if self.max_nonfinite_steps and c >= self.max_nonfinite_steps}
+        if over:
             raise FloatingPointError(
-                f"training stopped: {steps} consecutive batches had a NaN/inf loss (max_nonfinite_steps: "
-                f"{self.max_nonfinite_steps}), from subnet(s) {counts}; ESPnet skipped their updates. Resume from "
-                "an earlier checkpoint with a lower learning rate (or gradient clipping), or raise "
-                "max_nonfinite_steps (0: never stop)")
+                "training stopped: NaN/inf loss in " + ", ".join(f"the last {c} batches of subnet {n}" for n, c in
+                                                                 over.items())
+                + f" that computed it (max_nonfinite_steps: {self.max_nonfinite_steps}); ESPnet skipped those "
+                "updates. Resume from an earlier checkpoint with a lower learning rate (or gradient clipping), "
+                "or raise max_nonfinite_steps (0: never stop)")
 
     def _subnet_forward(self, feats, feats_lengths, text, text_lengths, **kwargs):
         """ESPnet's loss of the active subnet on precomputed features: its CTC loss
@@ -445,6 +456,7 @@ class AllInOneASRModel(ESPnetASRModel):
                 f"{', '.join(SubnetSpace.names_of_table(table))}; this model's subnets: "
                 f"{', '.join(ours)}"
             )
+        self._never_trained = None
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = [k for k in result.missing_keys if k.startswith("encoder.")]
         unexpected = [k for k in result.unexpected_keys if k.startswith("encoder.")]

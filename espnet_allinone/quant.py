@@ -99,24 +99,24 @@ class _ScaleGrad(torch.autograd.Function):
 
 
 class _LSQUnitCodes(torch.autograd.Function):
-    """``clamp(round(w / s), -Q, Q) * unit``: the integer codes times a power of two ``unit``, with
-    the gradients that make ``codes * unit * (s / unit)`` train as :func:`fake_quantize` does:
-    ``dL/dw = dL/du * unit / s`` where ``|w / s| <= Q`` (else 0), and this path's share of the step's
-    gradient, ``dL/ds = -sum(dL/du * unit * (w / s) / s)`` over the elements inside (the other share
-    comes through the factor ``s / unit`` the caller multiplies by)."""
+    """``clamp(round(w / s), -Q, Q) * unit``: the integer codes times a power of two per output channel
+    (``unit``, a constant), with the gradients that make ``codes * unit * (s / unit)`` train as
+    :func:`fake_quantize` does: ``dL/dw = dL/du * unit / s`` where ``|w / s| <= Q`` (else 0), and this
+    path's share of the step's gradient, ``dL/ds = -sum(dL/du * unit * (w / s) / s)`` over the elements
+    inside (the other share comes through the factor ``s / unit`` the caller multiplies by)."""
 
     @staticmethod
-    def forward(ctx, weight, step, q: int, unit: float):
-        ctx.save_for_backward(weight, step)
-        ctx.q, ctx.unit = q, unit
+    def forward(ctx, weight, step, q: int, unit: torch.Tensor):
+        ctx.save_for_backward(weight, step, unit)
+        ctx.q = q
         return torch.clamp(weight / step, -q, q).round_().mul_(unit)
 
     @staticmethod
     def backward(ctx, grad):
-        weight, step = ctx.saved_tensors
+        weight, step, unit = ctx.saved_tensors
         v = weight / step
-        inside = ((v >= -ctx.q) & (v <= ctx.q)).to(grad.dtype)
-        g = grad.float() * inside * (ctx.unit / step)
+        inside = ((v >= -ctx.q) & (v <= ctx.q)).to(weight.dtype)
+        g = grad.to(weight.dtype) * inside * (unit / step)
         grad_w = g if ctx.needs_input_grad[0] else None
         grad_s = None
         if ctx.needs_input_grad[1]:
@@ -124,23 +124,57 @@ class _LSQUnitCodes(torch.autograd.Function):
         return grad_w, grad_s, None, None
 
 
+class _ScaleChannels(torch.autograd.Function):
+    """``out * scale + bias`` per channel (``dim``), computed in float32 and returned in ``out``'s dtype;
+    saves ``out`` in its own (autocast) dtype, not a float32 copy."""
+
+    @staticmethod
+    def forward(ctx, out, scale, bias, dim: int):
+        shape = [1] * out.dim()
+        shape[dim] = -1
+        scale = scale.reshape(shape)
+        y = out.float() * scale
+        if bias is not None:
+            y = y + bias.float().reshape(shape)
+        ctx.save_for_backward(out, scale)
+        ctx.has_bias, ctx.dims = bias is not None, [d for d in range(out.dim()) if d != dim % out.dim()]
+        return y.to(out.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, scale = ctx.saved_tensors
+        g = grad.float()
+        grad_out = (g * scale).to(out.dtype) if ctx.needs_input_grad[0] else None
+        grad_scale = (g * out.float()).sum(ctx.dims).reshape(-1) if ctx.needs_input_grad[1] else None
+        grad_bias = g.sum(ctx.dims) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_out, grad_scale, grad_bias, None
+
+
+def scale_channels(out: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor], dim: int) -> torch.Tensor:
+    """``out * scale + bias`` along channel ``dim`` of ``out`` (scale: (C, ...) broadcastable as (C,);
+    bias: (C,) or None), in float32, returned in ``out``'s dtype."""
+    return _ScaleChannels.apply(out, scale.reshape(-1), bias, dim)
+
+
 def grid_factors(weight: torch.Tensor, step: torch.Tensor, bits: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """:func:`fake_quantize` split in two factors, for a matmul under autocast (fp16/bf16).
 
     ``unit_codes * scale`` (per output channel) is ``fake_quantize(weight, step, bits)``, with the same
-    gradients (STE, LSQ's step gradient and its scale). ``unit_codes`` are the integer codes times
-    ``2**-(bits-1)``, in (-1, 1): exact in fp16 and bf16 (``|code| <= 127`` needs 7 significant bits,
-    and a power of two changes only the exponent), so a matmul in the autocast dtype computes with the
-    very grid the export stores; cast to bf16, the products ``code * step`` would not be (8 significant
-    bits). The step, kept in float32, is applied to the matmul's output.
+    gradients (STE, LSQ's step gradient and its scale). ``unit_codes`` are the integer codes times a
+    power of two per output channel, the one nearest the step: exact in fp16 and bf16 (``|code| <= 127``
+    needs 7 significant bits, and a power of two changes only the exponent; fp16: steps above 2**-17,
+    its normal range), and of the weight's magnitude, so the matmul's output keeps stock autocast's
+    range. A matmul in the autocast dtype thus computes with the very grid the export stores; cast to
+    bf16, the products ``code * step`` would not be (8 significant bits). The scale, ``step / unit``
+    in [0.7, 1.5), stays float32 and is applied to the matmul's output (:func:`scale_channels`).
 
     Args:
         weight: (out, ...) float32 weight; step: (out, 1, ...) positive float32 steps; bits: 2..8.
     Returns:
-        unit_codes of ``weight``'s shape (float32), scale (out, 1, ...) float32 (``step * 2**(bits-1)``).
+        unit_codes of ``weight``'s shape (float32), scale (out, 1, ...) float32.
     """
     q = qmax(bits)
-    unit = 2.0 ** -(bits - 1)
+    unit = torch.exp2(torch.round(torch.log2(step.detach())))
     g = 1.0 / math.sqrt(weight[0].numel() * q)
     scaled = _ScaleGrad.apply(step, g)  # the value of step; its gradient times g (LSQ)
     return _LSQUnitCodes.apply(weight, scaled, q, unit), scaled / unit

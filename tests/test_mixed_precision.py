@@ -38,11 +38,32 @@ def test_grid_factors_are_fake_quantize_with_its_gradients(bits):
 def test_unit_codes_are_exact_in_the_autocast_dtype(dtype, bits):
     w = torch.randn(64, 256)
     s = init_step(w, bits)
-    codes, _ = grid_factors(w, s, bits)
+    codes, scale = grid_factors(w, s, bits)
     assert torch.equal(codes.to(dtype).float(), codes)
+    assert ((scale >= 0.7) & (scale < 1.5)).all()  # the codes carry the weight's magnitude: stock's range
     if dtype == torch.bfloat16 and bits == 8:  # what autocast would do to the fake-quantized weight
         wq = fake_quantize(w, s, bits)
         assert not torch.equal(wq.to(dtype).float(), wq)
+
+
+@pytest.mark.parametrize("dim, shape", [(-1, (3, 5, 6)), (1, (3, 6, 7)), (1, (2, 6, 4, 5))])
+def test_scale_channels_gradients(dim, shape):
+    torch.manual_seed(0)
+    out = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(6, 1, dtype=torch.float64).add_(0.5).requires_grad_()
+    bias = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    view = [1] * len(shape)
+    view[dim] = -1
+    r = torch.randn(*shape, dtype=torch.float64)
+    (r * (out * scale.reshape(view) + bias.reshape(view))).sum().backward()
+    want = [t.grad.clone() for t in (out, scale, bias)]
+    for t in (out, scale, bias):
+        t.grad = None
+    from espnet_allinone.quant import scale_channels
+
+    (r * scale_channels(out, scale, bias, dim)).sum().backward()
+    for t, w in zip((out, scale, bias), want):
+        torch.testing.assert_close(t.grad, w, rtol=1e-6, atol=1e-6)  # float32 inside
 
 
 def _layer(kind: str, bits: int):
@@ -150,8 +171,9 @@ def test_codes_trained_under_bf16_are_the_codes_exported(tmp_path):
         for name, m in layers.items():
             if f"{name}.weight" in quantized:
                 codes, scale = m.active_grid()  # what the autocast forward multiplies with
-                assert torch.equal((codes * 8).to(torch.int8), quantized[f"{name}.weight"].codes), name
-                torch.testing.assert_close(scale.reshape(-1) / 8, quantized[f"{name}.weight"].step)
+                exported = quantized[f"{name}.weight"]
+                assert torch.equal(codes.to(torch.bfloat16).float() * scale, exported.dequantize()), name
+                assert torch.equal(exported.step, m.active_step().reshape(-1))
                 checked += 1
     assert checked >= 10
 

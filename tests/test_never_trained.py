@@ -84,6 +84,8 @@ def test_decoding_a_never_trained_subnet_is_an_error(trained_sandwich_k0, subnet
         Speech2Text(str(config), str(model_file), subnet=subnet, ctc_greedy=True, device="cpu")
     for s in says:
         assert s in str(e.value)
+    if subnet == STEPS_AND_BN:  # recalibration cannot set step sizes: not offered
+        assert "recalibrate" not in str(e.value)
 
 
 def test_trained_subnets_decode_and_allow_untrained_decodes_with_a_warning(trained_sandwich_k0, caplog):
@@ -113,13 +115,14 @@ def test_a_step_used_outside_training_is_never_initialised():
     assert layer.steps_ready(4)
 
 
-def test_decode_subnets_cli_refuses_before_decoding_anything(trained_sandwich_k0, tmp_path, capsys):
+@pytest.mark.parametrize("nj", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_decode_subnets_cli_refuses_before_decoding_anything(trained_sandwich_k0, tmp_path, capsys, nj):
     from espnet_allinone.bin import decode_subnets
 
     config, model_file, d = trained_sandwich_k0
     args = ["--asr_train_config", str(config), "--asr_model_file", str(model_file), "--data_dir", str(d / "dev"),
             "--config", str(_greedy_conf(tmp_path)), "--output_dir", str(tmp_path / "out"),
-            "--subnets", SMALLEST, BN_ONLY]
+            "--subnets", SMALLEST, BN_ONLY, "--nj", str(nj)]
     assert decode_subnets.main(args) == 2
     err = capsys.readouterr().err
     assert "error: subnet 1-32-4bit computes with state that training never set" in err
@@ -220,6 +223,9 @@ def test_recalibrate_estimates_never_updated_statistics_of_a_uniform_subnet(trai
                        for s in ("running_mean", "running_var", "num_batches_tracked")}
     with pytest.raises(ValueError, match="whose BatchNorm statistics were all trained"):
         encoder.recalibrate_batchnorm(SMALLEST, feats)
+    with pytest.raises(NeverTrainedError, match="2-16-4bit: recalibration estimates BatchNorm statistics, but "
+                                                "the subnet's step sizes were never trained either"):
+        encoder.recalibrate_batchnorm(STEPS_AND_BN, feats)
 
 
 def test_validation_leaves_out_never_trained_subnets_and_says_so(caplog):
@@ -238,6 +244,7 @@ def test_validation_leaves_out_never_trained_subnets_and_says_so(caplog):
     said = [r.message for r in caplog.records if r.message.startswith("validation leaves out subnet 3-16-4bit")]
     assert len(said) == 1  # once, not per batch
     as_trained(model)
+    model.eval()  # a new evaluation pass reads the state again
     _, stats, _ = model(*batch())
     assert all(stats[f"loss_{s}"] is not None for s in model.encoder.subnet_space)
 

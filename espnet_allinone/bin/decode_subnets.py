@@ -185,9 +185,9 @@ def _decode_job(args) -> List[Dict]:
     encoder = s2t.asr_model.encoder
     space = encoder.subnet_space
     subnets = space.names if requested == ["all"] else [space.get(s).name for s in requested]
-    mine = subnets[job::nj]
-    for subnet in mine:  # every one of them before decoding any
+    for subnet in subnets:  # every requested one, in every job, before any job decodes
         encoder.check_trained(subnet, allow)
+    mine = subnets[job::nj]
     results = []
     for subnet in mine:
         spec = select_subnet(s2t.asr_model, subnet, allow)

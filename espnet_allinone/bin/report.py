@@ -93,8 +93,10 @@ def _verdict(segs: List[Tuple[int, int]]) -> str:
 
 
 def _check_trained(encoder, arch, allow_untrained: bool) -> List[str]:
-    """What ``arch`` computes with that training never set; an error unless ``allow_untrained``
-    (its row is then reported with a note)."""
+    """What ``arch`` computes with that training never set, in the weights of ``--asr_model_file`` (pass
+    the recalibrated model file when statistics were recalibrated; ``--other_allinone`` models come
+    without weights and are not checked); an error unless ``allow_untrained`` (its row is then reported
+    with a note)."""
     parts = encoder.never_trained(arch)
     if parts and not allow_untrained:
         encoder.check_trained(arch)  # the error, naming the parts and the ways out

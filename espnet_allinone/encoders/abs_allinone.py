@@ -332,7 +332,7 @@ class AllInOneEncoderMixin:
             ways = []
             if any("step sizes" in p for p in parts):
                 ways.append("train with a subnet sampling that reaches it (e.g. num_random_subnets >= 1)")
-            if any("BatchNorm" in p for p in parts):
+            elif any("BatchNorm" in p for p in parts):  # statistics alone: recalibration sets them
                 ways.append(f"estimate its BatchNorm statistics with python -m espnet_allinone.bin.recalibrate "
                             f"--subnet {spec}")
             ways.append("or pass --allow_untrained (allow_untrained=True) to use it anyway: never-trained step "
@@ -370,6 +370,11 @@ class AllInOneEncoderMixin:
                         m.add_stats(recalibrated_key(spec, i))
                         norms.append((m, m.momentum, m.training))
         else:
+            steps = [p for p in self.never_trained(spec) if "step sizes" in p]
+            if steps:
+                raise NeverTrainedError(
+                    f"{spec}: recalibration estimates BatchNorm statistics, but the subnet's step sizes were "
+                    f"never trained either: {'; '.join(steps[:3])}{'; ...' if len(steps) > 3 else ''}")
             with self.using_subnet(spec):
                 norms = [(m, m.momentum, m.training) for block in blocks for m in block.modules()
                          if isinstance(m, SubnetBatchNorm1d) and m.never_trained()]
