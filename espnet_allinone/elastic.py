@@ -76,7 +76,13 @@ class ElasticWeight:
         self.register_buffer(
             "weight_log_step_ready", torch.zeros(len(self.weight_log_step), device=self.weight.device)
         )
+        # per bit-width, how many output channels (the first ones) a training forward has run with
+        # those steps: a layer sliced along its outputs trains the steps of its first `width` only
+        self.register_buffer(
+            "weight_log_step_width", torch.zeros(len(self.weight_log_step), device=self.weight.device)
+        )
         self._steps_checked = set()
+        self._widths_trained: Dict[str, int] = {}  # host copy of weight_log_step_width, as read or written
 
     def espnet_initialization_fn(self):
         """Called by ESPnet's ``initialize`` after ``--init`` has reset the weights."""
@@ -84,7 +90,9 @@ class ElasticWeight:
             for p in self.weight_log_step.values():
                 p.zero_()
             self.weight_log_step_ready.zero_()
+            self.weight_log_step_width.zero_()
         self._steps_checked = set()
+        self._widths_trained = {}
 
     def _bit_index(self, key: str) -> int:
         return list(self.weight_log_step).index(key)
@@ -173,13 +181,29 @@ class ElasticWeight:
         self.weight_log_step_ready[self._bit_index(key)] = 1.0
         self._steps_checked.discard(key)
 
+    def _output_channels(self) -> int:
+        """Output channels the active configuration computes (and whose steps it uses)."""
+        if self.width_axis == "out" and self.active_width is not None:
+            return self.active_width
+        return self.weight.size(0)
+
+    def width_trained(self, bits: int) -> int:
+        """How many output channels (the first ones) a training forward has run at ``bits``."""
+        key = f"{bits}bit"
+        if key not in self._widths_trained:
+            self._widths_trained[key] = int(self.weight_log_step_width[self._bit_index(key)])
+        return self._widths_trained[key]
+
     def active_step(self) -> Optional[torch.Tensor]:
         if self.active_bits == FULL_PRECISION:
             return None
         step = self.step(self.active_bits)
-        if self.width_axis == "out" and self.active_width is not None:
-            step = step[: self.active_width]
-        return step
+        channels = self._output_channels()
+        if self.training and channels > self.width_trained(self.active_bits):
+            with torch.no_grad():
+                self.weight_log_step_width[self._bit_index(f"{self.active_bits}bit")] = float(channels)
+            self._widths_trained[f"{self.active_bits}bit"] = channels
+        return step[:channels] if channels < step.size(0) else step
 
     # {(width, bits): fake-quantized weight, (width, bits, "grid"): active_grid()} while
     # :func:`reusing_quantized_weights` is open
@@ -255,7 +279,10 @@ class ElasticWeight:
           all-NaN steps load as not initialised, finite ones as initialised.
         - An average of checkpoints (ESPnet's ``average_nbest_models``) holds a fraction r
           in (0, 1) where only some of them had the steps initialised: uninitialised steps
-          are zero, so the mean log-step over those that had them is the average / r.
+          are zero, so the mean log-step over those that had them is the average / r, and the
+          trained width the average width / r (the mean over them, at most their widest; rounded
+          down).
+        - A checkpoint without ``weight_log_step_width``: every channel of initialised steps trained.
         - Trained steps that are not finite are an error.
         """
         ready_key = f"{prefix}weight_log_step_ready"
@@ -272,6 +299,16 @@ class ElasticWeight:
                         raise ValueError(f"{problem} (a checkpoint without weight_log_step_ready)")
                     ready.append(1.0)
             state_dict[ready_key] = torch.tensor(ready)
+        width_key = f"{prefix}weight_log_step_width"
+        if ready_key in state_dict and width_key not in state_dict:
+            state_dict[width_key] = (state_dict[ready_key] > 0).float() * self.weight.size(0)
+        elif ready_key in state_dict:
+            widths, ready_in = state_dict[width_key].clone(), state_dict[ready_key]
+            for i in range(min(widths.numel(), ready_in.numel())):
+                r = float(ready_in[i])
+                if r > 0.0:  # the mean width over the checkpoints that had the steps, in whole channels
+                    widths[i] = float(int(float(widths[i]) / r + 1e-6))
+            state_dict[width_key] = widths
         if ready_key in state_dict and None not in steps.values():
             ready = state_dict[ready_key].clone()
             for i, (k, v) in enumerate(steps.items()):
@@ -296,13 +333,20 @@ class ElasticWeight:
                 if problem:
                     raise ValueError(problem)
         self._steps_checked = set()  # re-check loaded steps at next use
+        self._widths_trained = {}
 
     def never_trained(self) -> Optional[str]:
-        """What of the active configuration training never set (its step sizes), or None."""
+        """What of the active configuration training never set (its step sizes, or those of output
+        channels beyond the widest a training forward ran at this bit-width), or None."""
         bits = self.active_bits
-        if bits == FULL_PRECISION or f"{bits}bit" in self._steps_checked or self.steps_ready(bits):
+        if bits == FULL_PRECISION:
             return None
-        return f"{self.active_bits}-bit step sizes"
+        if not (f"{bits}bit" in self._steps_checked or self.steps_ready(bits)):
+            return f"{bits}-bit step sizes"
+        have, need = self.width_trained(bits), self._output_channels()
+        if have < need:
+            return f"{bits}-bit step sizes of output channels {have}..{need - 1} (trained: the first {have})"
+        return None
 
     def extra_repr(self) -> str:
         return (

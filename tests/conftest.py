@@ -95,12 +95,16 @@ def make_encoder(grid=GRID, **kw):
 
 def as_trained(module: torch.nn.Module) -> torch.nn.Module:
     """Stand in for training in tests of other mechanics: every bit-width's step sizes initialised
-    from the weights and every BatchNorm statistic counted as updated once (what a training step
-    that runs each subnet sets; the statistics keep their values). Returns ``module``."""
+    from the weights and counted as trained on every output channel, every BatchNorm statistic counted
+    as updated once (what training steps that run each subnet set; the statistics keep their values).
+    Returns ``module``."""
     for m in module.modules():
         if isinstance(m, ElasticWeight):
             for key in m.weight_log_step:
                 m.init_steps(int(key[: -len("bit")]))
+            with torch.no_grad():
+                m.weight_log_step_width.fill_(m.weight.size(0))
+            m._widths_trained = {}
         elif isinstance(m, SubnetBatchNorm1d):
             for name, buf in m.named_buffers():
                 if name.startswith("num_batches_tracked"):
@@ -236,9 +240,7 @@ def make_allinone_files(d, chars=CHARS, **encoder_conf):
                     buf.copy_(torch.rand_like(buf) + 0.5)
                 elif name.startswith("num_batches_tracked"):
                     buf.fill_(10)
-        if hasattr(m, "weight_log_step"):
-            for key in m.weight_log_step:
-                m.init_steps(int(key[: -len("bit")]))
+    as_trained(model)
     (d / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), d / "model.pth")
     return d / "config.yaml", d / "model.pth"

@@ -135,9 +135,9 @@ def test_two_process_ddp_trains_allinone(data):
         for bits, w in zip(sorted(SPACE["subnet_bits"]), want):
             if w:
                 assert torch.isfinite(steps[key.replace("_ready", f".{bits}bit")]).all(), key
-    # validation of the distributed run reports every subnet of the space
-    for subnet in ["2-32-8bit", "2-16-6bit", "1-16-4bit"]:
-        assert f"acc_{subnet}=" in proc.stderr, subnet
+    # validation of the distributed run reports the trained subnets (a subnet no step trained is left out)
+    for subnet in {name for s in r0 for name in s["trained"]}:
+        assert re.search(rf"acc_{subnet}=[0-9]", proc.stderr), subnet
 
 
 def test_ddp_without_unused_parameters_fails_clearly(data):

@@ -19,12 +19,13 @@ import yaml
 
 from espnet_allinone.elastic import NeverTrainedError
 from espnet_allinone.export import load_allinone
-from tests.conftest import as_trained, batch, make_allinone_files, make_model, write_tone_data
+from tests.conftest import as_trained, batch, make_allinone_files, make_encoder, make_model, write_tone_data
 
 # make_allinone_files' space: depths [1, 2] x widths [16, 32] x bits [4, 8, 32]
 LARGEST, SMALLEST = "2-32-32bit", "1-16-4bit"
 TRAINED = {LARGEST, SMALLEST, "1-32-32bit"}  # 1-32-32bit: block 1 of the largest, no steps
-BN_ONLY = "1-32-4bit"  # its 4-bit steps: the smallest's; its w32-4bit statistics: never updated
+BN_ONLY = "1-16-32bit"  # no step sizes; its w16-32bit statistics: never updated
+CHANNELS = "1-32-4bit"  # 4-bit steps of w_1's channels 16..31 (the smallest runs 16) and w32-4bit statistics
 STEPS_AND_BN = "2-16-4bit"  # block 2's 4-bit steps and w16-4bit statistics: never set
 
 
@@ -61,8 +62,12 @@ def test_never_trained_lists_layer_and_what(trained_sandwich_k0):
     encoder = load_allinone(config, model_file).encoder
     untrained = {s.name for s in encoder.subnet_space if encoder.never_trained(s)}
     assert untrained == {s.name for s in encoder.subnet_space} - TRAINED
-    assert encoder.never_trained(BN_ONLY) == ["encoders.0.conv_module.norm: BatchNorm statistics w32-4bit "
+    assert encoder.never_trained(BN_ONLY) == ["encoders.0.conv_module.norm: BatchNorm statistics w16-32bit "
                                               "(no batch updated them)"]
+    assert set(encoder.never_trained(CHANNELS)) == {
+        "encoders.0.feed_forward.w_1: 4-bit step sizes of output channels 16..31 (trained: the first 16)",
+        "encoders.0.feed_forward_macaron.w_1: 4-bit step sizes of output channels 16..31 (trained: the first 16)",
+        "encoders.0.conv_module.norm: BatchNorm statistics w32-4bit (no batch updated them)"}
     parts = encoder.never_trained(STEPS_AND_BN)
     assert "encoders.1.feed_forward.w_1: 4-bit step sizes" in parts
     assert "encoders.1.conv_module.norm: BatchNorm statistics w16-4bit (no batch updated them)" in parts
@@ -71,8 +76,8 @@ def test_never_trained_lists_layer_and_what(trained_sandwich_k0):
 
 
 @pytest.mark.parametrize("subnet, says", [
-    (BN_ONLY, ["subnet 1-32-4bit", "encoders.0.conv_module.norm: BatchNorm statistics w32-4bit",
-               "espnet_allinone.bin.recalibrate --subnet 1-32-4bit", "--allow_untrained"]),
+    (BN_ONLY, ["subnet 1-16-32bit", "encoders.0.conv_module.norm: BatchNorm statistics w16-32bit",
+               "espnet_allinone.bin.recalibrate --subnet 1-16-32bit", "--allow_untrained"]),
     (STEPS_AND_BN, ["subnet 2-16-4bit", "encoders.1.self_attn.linear_q: 4-bit step sizes",
                     "num_random_subnets >= 1", "--allow_untrained"]),
 ])
@@ -103,6 +108,20 @@ def test_trained_subnets_decode_and_allow_untrained_decodes_with_a_warning(train
     assert s2t.asr_model.encoder.encoders[1].feed_forward.w_1.steps_ready(4)
 
 
+def test_steps_of_channels_a_narrower_training_never_ran_are_named_without_batchnorm():
+    """Without a BatchNorm to flag it (``use_cnn_module: false``, as wav2vec2), a width no training
+    forward ran at a bit-width is still named: the steps of its extra output channels never trained."""
+    model = make_model(make_encoder(use_cnn_module=False), num_random_subnets=0)  # 3-32-8bit, 2-16-4bit
+    model.train()
+    model(*batch())[0].backward()
+    encoder = model.encoder
+    assert encoder.never_trained("2-16-4bit") == [] and encoder.never_trained("3-32-8bit") == []
+    assert set(encoder.never_trained("2-32-4bit")) == {
+        f"encoders.{i}.{ffn}.w_1: 4-bit step sizes of output channels 16..31 (trained: the first 16)"
+        for i in range(2) for ffn in ("feed_forward", "feed_forward_macaron")}
+    assert "8-bit step sizes of output channels" not in " ".join(encoder.never_trained("3-16-8bit"))
+
+
 def test_a_step_used_outside_training_is_never_initialised():
     model = make_model()
     layer = model.encoder.encoders[2].feed_forward.w_1
@@ -125,7 +144,7 @@ def test_decode_subnets_cli_refuses_before_decoding_anything(trained_sandwich_k0
             "--subnets", SMALLEST, BN_ONLY, "--nj", str(nj)]
     assert decode_subnets.main(args) == 2
     err = capsys.readouterr().err
-    assert "error: subnet 1-32-4bit computes with state that training never set" in err
+    assert "error: subnet 1-16-32bit computes with state that training never set" in err
     assert not (tmp_path / "out" / SMALLEST).exists()  # nothing decoded
     assert decode_subnets.main(args + ["--allow_untrained", "true"]) == 0
     assert (tmp_path / "out" / BN_ONLY / "dev" / "text").is_file()
@@ -159,7 +178,7 @@ def test_library_export_refuses_a_never_trained_subnet(trained_sandwich_k0):
     config, model_file, _ = trained_sandwich_k0
     model = load_allinone(config, model_file)
     train_config = yaml.safe_load(Path(config).read_text())
-    with pytest.raises(NeverTrainedError, match="subnet 1-32-4bit"):
+    with pytest.raises(NeverTrainedError, match="subnet 1-16-32bit"):
         subnet_weights(model, train_config, BN_ONLY)
     subnet_weights(model, train_config, SMALLEST)
 
@@ -173,7 +192,7 @@ def test_search_skips_never_trained_candidates(trained_sandwich_k0):
     model = load_allinone(config, model_file)
     wavs = {f"u{i}": np.random.default_rng(i).normal(0, 0.1, 8000).astype(np.float32) for i in range(2)}
     proxy = ProxyScorer(model, wavs, {k: "ab" for k in wavs}, list(model.token_list), build_tokenizer("char"))
-    with pytest.raises(NeverTrainedError, match="subnet 1-32-4bit"):
+    with pytest.raises(NeverTrainedError, match="subnet 1-16-32bit"):
         proxy(model.encoder.subnet_space.get(BN_ONLY))
     encoder = model.encoder
     lines = []
@@ -185,7 +204,7 @@ def test_search_skips_never_trained_candidates(trained_sandwich_k0):
     scored = evolve(proxy, make, Budget.parse("ratio=1x"), [1, 2], [(32, 32), (16, 4), (32, 4)],
                     population=2, generations=1, seeds=[s.blocks for s in encoder.subnet_space], log=lines.append)
     assert set(scored) and all(not encoder.never_trained(c.spec) for c in scored.values())
-    skipped = [line for line in lines if line.startswith("[search] skipped 1-32-4bit: subnet 1-32-4bit computes")]
+    skipped = [line for line in lines if line.startswith("[search] skipped 1-16-32bit: subnet 1-16-32bit computes")]
     assert len(skipped) == 1  # logged once, never scored
 
 
@@ -203,11 +222,11 @@ def test_report_refuses_a_decoded_never_trained_subnet(trained_sandwich_k0, tmp_
             str(tmp_path / "out"), "--wer_backend", "jiwer"]
     with pytest.raises(SystemExit):
         report.main(args)
-    assert "subnet 1-32-4bit computes with state that training never set" in capsys.readouterr().err
+    assert "subnet 1-16-32bit computes with state that training never set" in capsys.readouterr().err
     report.main(args + ["--allow_untrained", "true"])
     results = (tmp_path / "out" / "RESULTS.md").read_text()
-    assert "(1-32-4bit) computes with state training never set (reported with --allow_untrained): " \
-           "encoders.0.conv_module.norm: BatchNorm statistics w32-4bit" in results
+    assert "(1-16-32bit) computes with state training never set (reported with --allow_untrained): " \
+           "encoders.0.conv_module.norm: BatchNorm statistics w16-32bit" in results
     assert "(1-16-4bit) computes" not in results
 
 
@@ -219,7 +238,7 @@ def test_recalibrate_estimates_never_updated_statistics_of_a_uniform_subnet(trai
     assert encoder.recalibrate_batchnorm(BN_ONLY, feats) == 2
     assert encoder.never_trained(BN_ONLY) == []
     changed = {k for k, v in encoder.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed == {f"encoders.0.conv_module.norm.{s}_w32-4bit"
+    assert changed == {f"encoders.0.conv_module.norm.{s}_w16-32bit"
                        for s in ("running_mean", "running_var", "num_batches_tracked")}
     with pytest.raises(ValueError, match="whose BatchNorm statistics were all trained"):
         encoder.recalibrate_batchnorm(SMALLEST, feats)
@@ -293,6 +312,11 @@ def test_three_checkpoint_average_loads_and_decodes(tmp_path):
     want4 = sum(c[f"{layer}.weight_log_step.4bit"] for c in ckpts) / 3
     torch.testing.assert_close(state[f"{layer}.weight_log_step.4bit"], want4)
     assert state[f"{layer}.weight_log_step_ready"].tolist() == [1.0, 1.0]
+    # trained widths [4bit, 8bit]: 16, 32, 32 -> the mean, 26 (rounded down); -, 32, 32 -> 32
+    assert [c[f"{layer}.weight_log_step_width"].tolist() for c in ckpts] == [[16.0, 0.0], [32.0, 32.0], [32.0, 32.0]]
+    assert state[f"{layer}.weight_log_step_width"].tolist() == [26.0, 32.0]
+    with pytest.raises(NeverTrainedError, match="w_1: 4-bit step sizes of output channels 26..31"):
+        Speech2Text(str(config), str(averaged), subnet="1-32-4bit", ctc_greedy=True, device="cpu")
     assert bool(state["encoder.ffn_units_ordered"])
     bn = "encoder.encoders.0.conv_module.norm.num_batches_tracked"
     assert int(state[bn]) == sum(int(c[bn]) for c in ckpts)  # ESPnet sums integer buffers
