@@ -609,5 +609,5 @@ def test_a_checkpoint_without_the_order_buffer_loads_as_settled():
 
 
 def test_ffn_order_must_be_known():
-    with pytest.raises(ValueError, match="ffn_order must be 'l2' or 'keep'"):
+    with pytest.raises(ValueError, match="ffn_order must be one of l2, keep: 'random'"):
         make_encoder(ffn_order="random")

@@ -98,7 +98,7 @@ def test_largest_float_subnet_with_head_equals_hf_logits(ckpt, tmp_path, lengths
 
 
 def test_l2_order_keeps_the_full_model_and_ranks_units(ckpt):
-    stored, ordered = make_encoder(ckpt, ffn_order="stored"), make_encoder(ckpt, ffn_order="l2")
+    stored, ordered = make_encoder(ckpt, ffn_order="keep"), make_encoder(ckpt, ffn_order="l2")
     xs, ilens, _ = waveforms()
     with torch.no_grad():
         a, b = stored(xs, ilens)[0], ordered(xs, ilens)[0]
@@ -159,6 +159,11 @@ def test_front_end_stays_float_layers_are_quantized(ckpt):
     # same float front end, different (quantized) Transformer output
     assert torch.equal(outs["3-64-32bit"][0], outs["3-64-4bit"][0])
     assert not torch.allclose(outs["3-64-32bit"][1], outs["3-64-4bit"][1])
+
+
+def test_ffn_order_takes_the_conformers_words(ckpt):
+    with pytest.raises(ValueError, match="ffn_order must be one of l2, keep: 'stored'"):
+        make_encoder(ckpt, ffn_order="stored")
 
 
 def test_quantized_weights_lie_on_the_grid(ckpt):

@@ -120,6 +120,17 @@ def recalibrated_key(spec: Subnet, block: int) -> Optional[str]:
     return "p" + "_".join(f"{w}x{b}" for w, b in spec.blocks[: block + 1])
 
 
+# ``ffn_order`` of every all-in-one encoder: ``l2`` orders the FFN units of loaded pretrained weights by L2
+# importance (paper footnote 1), so that a narrow subnet keeps the most important units; ``keep`` never reorders
+FFN_ORDERS = ("l2", "keep")
+
+
+def check_ffn_order(ffn_order: str) -> str:
+    if ffn_order not in FFN_ORDERS:
+        raise ValueError(f"ffn_order must be one of {', '.join(FFN_ORDERS)}: {ffn_order!r}")
+    return ffn_order
+
+
 def is_allinone_encoder(module: Any) -> bool:
     """Whether ``module`` is an all-in-one encoder (has a subnet space to choose from)."""
     return isinstance(module, AllInOneEncoderMixin)

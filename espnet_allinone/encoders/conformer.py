@@ -9,7 +9,7 @@ from typeguard import typechecked
 
 from espnet_allinone.compat import MultiSequential, upgrade_subsampling_keys
 from espnet_allinone.elastic import ElasticDepth, SubnetBatchNorm1d
-from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
+from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin, check_ffn_order
 from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
@@ -76,8 +76,7 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         ffn_order: str = "l2",
         **conformer_conf: Any,
     ):
-        if ffn_order not in ("l2", "keep"):
-            raise ValueError(f"ffn_order must be 'l2' or 'keep', got {ffn_order!r}")
+        check_ffn_order(ffn_order)
         super().__init__(input_size, **conformer_conf)
         blocks = list(self.encoders._modules.values())
         space = SubnetSpace(

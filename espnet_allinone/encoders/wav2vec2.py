@@ -13,10 +13,8 @@ from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from typeguard import typechecked
 
 from espnet_allinone.elastic import ElasticModuleList
-from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin
+from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin, check_ffn_order
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
-
-FFN_ORDERS = ("l2", "stored")
 
 
 def load_wav2vec2(name_or_dir: str, weights: bool = True, **config_overrides: Any):
@@ -91,7 +89,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         subnets, subnet_depths, subnet_widths, subnet_bits: The subnet space, as for
             ``allinone_conformer`` (missing axes: all layers, all units, 32 bits).
         ffn_order: ``l2`` sorts the FFN units by importance at construction;
-            ``stored`` keeps the checkpoint's order.
+            ``keep`` keeps the checkpoint's order.
         normalize_waveform: Zero-mean unit-variance per utterance (as the HF feature
             extractor with ``do_normalize``; True for the facebook/wav2vec2-* models).
         use_attention_mask: Hide padded frames from self-attention. HF's group-norm
@@ -142,8 +140,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
                 f"allinone_wav2vec2 takes the raw waveform: set `frontend: none` and "
                 f"`input_size: 1` (got input_size={input_size})"
             )
-        if ffn_order not in FFN_ORDERS:
-            raise ValueError(f"ffn_order must be one of {FFN_ORDERS}: {ffn_order!r}")
+        check_ffn_order(ffn_order)
         overrides = dict(
             layerdrop=layerdrop,
             mask_time_prob=mask_time_prob,
