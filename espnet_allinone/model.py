@@ -126,12 +126,13 @@ class AllInOneASRModel(ESPnetASRModel):
         lambda_preset: ``conformer`` (footnote 4), ``ssl`` (footnote 5) or ``uniform``.
         lambda1, lambda2: per-attribute overrides, e.g. ``{depth: 0.8}``. A subnet
             that compresses several attributes takes the smallest of their lambdas.
-        max_nonfinite_steps: stop the training (FloatingPointError naming the subnets) after this
-            many consecutive training batches in which a subnet's loss was NaN/inf (ESPnet skips
-            each such update); 0: never stop.
+        max_nonfinite_steps: stop the training (FloatingPointError naming the subnet) when a
+            subnet's loss was NaN/inf in this many consecutive training batches that computed it
+            (ESPnet skips each such update); 0: never stop.
 
     In training, the sampled subnets are forwarded; in evaluation (ESPnet's
-    validation) every subnet of the space is. Stats: ESPnet's usual keys are the
+    validation) every subnet of the space whose state training has set (the others are
+    left out, with a warning: :meth:`_trained_subnets`). Stats: ESPnet's usual keys are the
     largest subnet's, ``loss`` is the total criterion, and ``loss_<subnet>``,
     ``acc_<subnet>``, ``cer_<subnet>``, ``cer_ctc_<subnet>``, ``kl_<subnet>`` are
     reported for every subnet (NaN in steps that did not sample it), with
