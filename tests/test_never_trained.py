@@ -122,6 +122,16 @@ def test_steps_of_channels_a_narrower_training_never_ran_are_named_without_batch
     assert "8-bit step sizes of output channels" not in " ".join(encoder.never_trained("3-16-8bit"))
 
 
+def test_allowing_untrained_channels_keeps_the_trained_steps(trained_sandwich_k0):
+    config, model_file, _ = trained_sandwich_k0
+    encoder = load_allinone(config, model_file).encoder
+    layer = encoder.encoders[0].feed_forward.w_1
+    before = layer.weight_log_step["4bit"].detach().clone()
+    assert encoder.check_trained(CHANNELS, allow_untrained=True)  # named, allowed
+    assert torch.equal(layer.weight_log_step["4bit"], before)  # the smallest's trained steps untouched
+    assert encoder.never_trained(CHANNELS)  # and still said to be untrained
+
+
 def test_a_step_used_outside_training_is_never_initialised():
     model = make_model()
     layer = model.encoder.encoders[2].feed_forward.w_1

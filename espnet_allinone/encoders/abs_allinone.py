@@ -355,8 +355,11 @@ class AllInOneEncoderMixin:
         with self.using_subnet(spec):
             for unit in self.subnet_modules(spec):
                 for m in unit.modules():
-                    if isinstance(m, ElasticWeight) and m.never_trained():
-                        m.init_steps(m.active_bits)
+                    # steps never initialised; those of channels beyond the trained width keep the
+                    # values the training's initialisation gave every channel
+                    bits = getattr(m, "active_bits", FULL_PRECISION)
+                    if isinstance(m, ElasticWeight) and bits != FULL_PRECISION and not m.steps_ready(bits):
+                        m.init_steps(bits)
         return parts
 
     @torch.no_grad()
