@@ -21,7 +21,6 @@ subsampling), which every subnet computes in full (once per bit-width in a step)
 """
 
 import argparse
-import contextlib
 import statistics
 import time
 
@@ -132,9 +131,8 @@ def main():
         "all-in-one, all 8 subnets": build("allinone", args.size, vocab, subnet_sampling="all"),
     }
     if args.no_sharing:  # the same steps, each subnet computed from scratch
-        unshared = build("allinone", args.size, vocab, subnet_sampling="sandwich")
-        unshared.encoder.sharing_prefixes = contextlib.nullcontext
-        systems["all-in-one, sandwich, no sharing"] = unshared
+        systems["all-in-one, sandwich, no sharing"] = build(
+            "allinone", args.size, vocab, subnet_sampling="sandwich", share_prefixes=False)
     n = int(args.seconds * 16000)
     speech = torch.randn(args.batch, n, device=args.device) * 0.1
     speech_lengths = torch.full((args.batch,), n, device=args.device)

@@ -7,10 +7,8 @@ BatchNorm statistics). A parent sets the active configuration top-down with
 ``set_active``; layers never parse subnet names or look up at the model.
 """
 
-import contextlib
 import itertools
-import threading
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +21,7 @@ from espnet_allinone.quant import (
     integer_codes,
     scale_channels,
 )
+from espnet_allinone.sharing import PrefixCall, PrefixSharing
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
 
 WIDTH_AXES = (None, "out", "in")
@@ -205,33 +204,30 @@ class ElasticWeight:
             self._widths_trained[f"{self.active_bits}bit"] = channels
         return step[:channels] if channels < step.size(0) else step
 
-    # {(width, bits): fake-quantized weight, (width, bits, "grid"): active_grid()} while
-    # :func:`reusing_quantized_weights` is open
-    _quantized: Optional[Dict[Tuple, object]] = None
+    # the encoder's step memo (:class:`~espnet_allinone.sharing.PrefixSharing`): within a step, the
+    # weight is fake-quantized once per (width, bits); None (a layer on its own): every forward
+    sharing: Optional[PrefixSharing] = None
+
+    def configuration(self) -> Tuple[Optional[int], int]:
+        """(width, bits) the layer computes with."""
+        return self.active_width, self.active_bits
+
+    def _reused(self, what: str, compute):
+        if self.sharing is None:
+            return compute()
+        return self.sharing.reuse((what, self.layer_name, self.active_width, self.active_bits), compute)
 
     def active_weight(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Weight (sliced, fake-quantized) and bias the layer computes with."""
         w, b = self.sliced()
         if self.active_bits == FULL_PRECISION:
             return w, b
-        key = (self.active_width, self.active_bits)
-        if self._quantized is not None and key in self._quantized:
-            return self._quantized[key], b
-        w = fake_quantize(w, self.active_step(), self.active_bits)
-        if self._quantized is not None:
-            self._quantized[key] = w
-        return w, b
+        return self._reused("weight", lambda: fake_quantize(w, self.active_step(), self.active_bits)), b
 
     def active_grid(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The quantized active weight as :func:`~espnet_allinone.quant.grid_factors`: integer codes
         times a power of two per output channel, and the float32 scale per output channel."""
-        key = (self.active_width, self.active_bits, "grid")
-        if self._quantized is not None and key in self._quantized:
-            return self._quantized[key]
-        factors = grid_factors(self.sliced()[0], self.active_step(), self.active_bits)
-        if self._quantized is not None:
-            self._quantized[key] = factors
-        return factors
+        return self._reused("grid", lambda: grid_factors(self.sliced()[0], self.active_step(), self.active_bits))
 
     _channel_dim = 1  # of the output: (B, C, ...) for a convolution; Linear: the last
 
@@ -372,23 +368,6 @@ class ElasticConv2d(ElasticWeight, torch.nn.Conv2d):
         return self._compute(self._conv_forward, x)
 
 
-@contextlib.contextmanager
-def reusing_quantized_weights(root: torch.nn.Module):
-    """Within this context, each elastic layer below ``root`` fake-quantizes its weight
-    once per (width, bits) and reuses the result (one autograd node, so gradients are
-    those of quantizing it for every use). For the forwards of one training step, while
-    the weights do not change; outside it every forward quantizes anew."""
-    layers = [m for m in root.modules() if isinstance(m, ElasticWeight)]
-    previous = [m._quantized for m in layers]
-    for m in layers:
-        m._quantized = {}
-    try:
-        yield
-    finally:
-        for m, p in zip(layers, previous):
-            m._quantized = p
-
-
 def _conv_kwargs(m: torch.nn.modules.conv._ConvNd) -> Dict:
     return dict(
         in_channels=m.in_channels,
@@ -416,14 +395,17 @@ _ELASTIC_TWINS = {
 _STOCK_OF = {elastic: stock for stock, (elastic, _) in _ELASTIC_TWINS.items()}
 
 
-def to_elastic(module: torch.nn.Module, bits: Sequence[int], name: str = "") -> ElasticWeight:
-    """An elastic twin of a Linear/Conv1d/Conv2d sharing its Parameter objects."""
+def to_elastic(module: torch.nn.Module, bits: Sequence[int], name: str = "",
+               sharing: Optional[PrefixSharing] = None) -> ElasticWeight:
+    """An elastic twin of a Linear/Conv1d/Conv2d sharing its Parameter objects (and, within a
+    training step, its fake-quantized weights through ``sharing``)."""
     cls, kwargs = _ELASTIC_TWINS[type(module)]
     new = cls(**kwargs(module), device="meta")
     new.weight = module.weight
     new.bias = module.bias
     new.train(module.training)
     new._init_elastic(bits, name=name)
+    new.sharing = sharing
     return new
 
 
@@ -453,17 +435,18 @@ def sort_units(first: torch.nn.Module, second: torch.nn.Module) -> torch.Tensor:
     return order
 
 
-def make_elastic(root: torch.nn.Module, bits: Sequence[int], prefix: str = "") -> torch.nn.Module:
+def make_elastic(root: torch.nn.Module, bits: Sequence[int], prefix: str = "",
+                 sharing: Optional[PrefixSharing] = None) -> torch.nn.Module:
     """Replace, in place, every Linear/Conv1d/Conv2d below ``root`` by its elastic twin
-    (named ``prefix`` + its path below ``root`` in error messages).
+    (named ``prefix`` + its path below ``root``: in error messages and in ``sharing``'s keys).
 
     State-dict keys of the replaced weights and biases are unchanged.
     """
     for name, child in list(root.named_children()):
         if type(child) in _ELASTIC_TWINS:
-            setattr(root, name, to_elastic(child, bits, f"{prefix}{name}"))
+            setattr(root, name, to_elastic(child, bits, f"{prefix}{name}", sharing))
         else:
-            make_elastic(child, bits, f"{prefix}{name}.")
+            make_elastic(child, bits, f"{prefix}{name}.", sharing)
     return root
 
 
@@ -508,6 +491,10 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
         if key not in self.stats_keys:
             raise ValueError(f"no BatchNorm statistics for subnet {spec.name}")
         self.active_key = key
+
+    def configuration(self) -> str:
+        """The key of the statistics the layer normalises with."""
+        return self.active_key
 
     def set_active_key(self, key: str):
         """Use the statistics stored under ``key`` (one of :attr:`stats_keys`)."""
@@ -560,9 +547,9 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             return getattr(self, stat)
         return getattr(self, f"{stat}_{self.active_key}")
 
-    # set by a shared call (_SharedCall) around its forward: record what training updated
-    _recording: bool = False
-    _last_update: Optional[Tuple[str, torch.Tensor]] = None
+    # a list while a step's shared part computes (PrefixSharing.call): the (key, input) of each update,
+    # for repeat_update when another subnet reuses the part's output
+    updates: Optional[list] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T) -> (B, C, T), normalised with the active subnet's statistics."""
@@ -573,8 +560,8 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
             count.add_(1)
             if momentum is None:
                 momentum = 1.0 / float(count)
-            if self._recording:
-                self._last_update = (self.active_key, x.detach())
+            if self.updates is not None:
+                self.updates.append((self.active_key, x.detach()))
         return F.batch_norm(
             x, mean, var, self.weight, self.bias, self.training, momentum or 0.0, self.eps
         )
@@ -616,6 +603,9 @@ class ElasticDepth:
     so their forward needs no change."""
 
     active_depth: Optional[int] = None
+    # the encoder's step memo: inside a forward on a step's batch, the blocks are yielded as
+    # :class:`~espnet_allinone.sharing.PrefixCall` (block i is part ``block<i>`` of the prefix)
+    sharing: Optional[PrefixSharing] = None
 
     @property
     def num_layers(self) -> int:
@@ -628,152 +618,11 @@ class ElasticDepth:
 
     def __iter__(self):
         depth = self.num_layers if self.active_depth is None else self.active_depth
-        return itertools.islice(iter(self._modules.values()), depth)
+        blocks = itertools.islice(iter(self._modules.values()), depth)
+        if self.sharing is None or not self.sharing.in_forward:
+            return blocks
+        return (PrefixCall(self.sharing, f"block{i}", block) for i, block in enumerate(blocks))
 
 
 class ElasticModuleList(ElasticDepth, torch.nn.ModuleList):
     """A ModuleList of blocks whose first ``active_depth`` run (:class:`ElasticDepth`)."""
-
-
-# ----------------------------------------------------------------- shared calls in a step
-class SharedCalls:
-    """The memo of one training step's module calls (:func:`share_calls`).
-
-    ``memo`` is a dict while a step shares computation (opened by the encoder's
-    ``sharing_prefixes``), None otherwise (every call computes). It is per thread, so
-    ``torch.nn.DataParallel``'s replicas, which share this object, keep their own.
-    """
-
-    def __init__(self):
-        self._local = threading.local()
-
-    @property
-    def memo(self) -> Optional[Dict]:
-        return getattr(self._local, "memo", None)
-
-    @contextlib.contextmanager
-    def open(self):
-        previous = self.memo
-        self._local.memo = {}
-        try:
-            yield self._local.memo
-        finally:
-            self._local.memo = previous
-
-    def __getstate__(self):  # a copy or an unpickled module starts with no open memo
-        return {"memo": None}  # not empty: an empty state would skip __setstate__
-
-    def __setstate__(self, state):
-        self.__init__()
-
-
-def _identity(obj, values: Dict):
-    """Hashable identity of a call argument: float tensors by storage, shape, strides,
-    version and whether they require grad (the very same data, unmodified; a view with
-    the same layout passes its gradient to the same storage); integer and bool tensors
-    (masks, lengths: recomputed by every forward) by value, read from the device once per
-    tensor (``values``, the step's cache); containers element-wise."""
-    if isinstance(obj, torch.Tensor):
-        layout = (obj.data_ptr(), tuple(obj.shape), obj.stride(), obj._version, obj.dtype, obj.device)
-        if not (obj.is_floating_point() or obj.is_complex()):
-            if layout not in values:
-                values[layout] = (obj, obj.detach().cpu().numpy().tobytes())  # held: the layout stays unique
-            return ("value", obj.dtype, tuple(obj.shape), obj.device, values[layout][1])
-        return ("tensor", *layout, obj.requires_grad)
-    if isinstance(obj, (tuple, list)):
-        return (type(obj).__name__, *(_identity(o, values) for o in obj))
-    if isinstance(obj, dict):
-        return ("dict", *((k, _identity(v, values)) for k, v in sorted(obj.items())))
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return ("object", id(obj))
-
-
-def _tensors(obj) -> List[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for o in obj for t in _tensors(o)]
-    return []
-
-
-def active_configuration(module: torch.nn.Module) -> Tuple:
-    """What the elastic layers below ``module`` are set to compute: (width, bits) of each
-    :class:`ElasticWeight`, the statistics of each :class:`SubnetBatchNorm1d`."""
-    config = []
-    for m in module.modules():
-        if isinstance(m, ElasticWeight):
-            config.append((m.active_width, m.active_bits))
-        elif isinstance(m, SubnetBatchNorm1d):
-            config.append(m.active_key)
-    return tuple(config)
-
-
-class _SharedCall:
-    """Mixin (see :func:`share_calls`): a call whose inputs are the very tensors of an
-    earlier call in the step, with the same active configuration and mode, returns that
-    call's output. BatchNorm running statistics inside are updated again on such a reuse
-    (with the batch statistics of the computed call), so they are updated as often as
-    without sharing."""
-
-    _shared_calls: SharedCalls
-
-    def forward(self, *args, **kwargs):
-        memo = self._shared_calls.memo
-        if memo is None:
-            return super().forward(*args, **kwargs)
-        values = memo.setdefault("values", {})
-        autocast = tuple((torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cpu", "cuda"))
-        key = (id(self), active_configuration(self), self.training, torch.is_grad_enabled(), autocast,
-               _identity(args, values), _identity(kwargs, values))
-        hit = memo.get(key)
-        if hit is not None:
-            out, versions, updates, _ = hit
-            if [t._version for t in _tensors(out)] == versions:  # not modified in place since
-                for bn, update in updates:
-                    bn.repeat_update(update)
-                return out
-        norms = [m for m in self.modules() if isinstance(m, SubnetBatchNorm1d)]
-        for bn in norms:
-            bn._recording, bn._last_update = True, None
-        try:
-            out = super().forward(*args, **kwargs)
-        finally:
-            for bn in norms:
-                bn._recording = False
-        updates = [(bn, bn._last_update) for bn in norms if bn._last_update is not None]
-        for bn in norms:
-            bn._last_update = None
-        # the inputs are held so that their memory (and data_ptr) is not reused in the step
-        memo[key] = (out, [t._version for t in _tensors(out)], updates, (args, kwargs))
-        return out
-
-    def __reduce_ex__(self, protocol):
-        base = type(self).__mro__[2]
-        return _new_shared_call_module, (base,), self.__getstate__()
-
-
-_SHARED_CALL_CLASSES: Dict[type, type] = {}
-
-
-def _shared_call_class(base: type) -> type:
-    if base not in _SHARED_CALL_CLASSES:
-        _SHARED_CALL_CLASSES[base] = type(base.__name__, (_SharedCall, base), {"__module__": base.__module__})
-    return _SHARED_CALL_CLASSES[base]
-
-
-def _new_shared_call_module(base: type):
-    return object.__new__(_shared_call_class(base))
-
-
-def share_calls(module: torch.nn.Module, calls: SharedCalls) -> torch.nn.Module:
-    """Make ``module`` reuse, while ``calls`` is open, the output of an earlier call on the
-    very same inputs with the same elastic configuration (in place: the module keeps its
-    class as a base, its parameters and its state-dict keys). Within a step, subnets that
-    agree on a prefix (equal bits: the subsampling; equal width and bits: the first
-    blocks) then compute it once; dropout masks of the shared part are drawn once.
-    """
-    if not isinstance(module, _SharedCall):
-        module.__class__ = _shared_call_class(type(module))
-    module._shared_calls = calls
-    return module

@@ -129,6 +129,10 @@ class AllInOneASRModel(ESPnetASRModel):
         max_nonfinite_steps: stop the training (FloatingPointError naming the subnet) when a
             subnet's loss was NaN/inf in this many consecutive training batches that computed it
             (ESPnet skips each such update); 0: never stop.
+        share_prefixes: the subnets of a batch compute what they share once (the encoder's
+            ``sharing_prefixes``: subsampling per bit-width, first blocks per (width, bits), each
+            quantized weight per (width, bits)); the same losses and gradients, less time. False:
+            every subnet computes its encoder from scratch.
 
     In training, the sampled subnets are forwarded; in evaluation (ESPnet's
     validation) every subnet of the space whose state training has set (the others are
@@ -150,6 +154,7 @@ class AllInOneASRModel(ESPnetASRModel):
         lambda1: Optional[Dict[str, float]] = None,
         lambda2: Optional[Dict[str, float]] = None,
         max_nonfinite_steps: int = 10,
+        share_prefixes: bool = True,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -186,6 +191,7 @@ class AllInOneASRModel(ESPnetASRModel):
         self._said_never_trained = set()  # subnets validation has warned about
         self._never_trained: Optional[Dict] = None  # {subnet: never_trained parts} of the evaluation pass
         self.max_nonfinite_steps = max_nonfinite_steps
+        self.share_prefixes = share_prefixes
         self._nonfinite_run: Dict[str, int] = {}  # subnet: batches in the current run of NaN/inf losses
 
     def lambdas_of(self, spec) -> Tuple[float, float]:
@@ -311,7 +317,8 @@ class AllInOneASRModel(ESPnetASRModel):
         names = [str(s) for s in space] + (["layerwise"] if layerwise else [])
         stats: Dict[str, Optional[torch.Tensor]] = {f"{k}_{n}": None for n in names for k in SUBNET_STATS}
         total, ref, parts = None, None, []
-        with self.encoder.using_subnet(None), self.encoder.sharing_prefixes():
+        sharing = self.encoder.sharing_prefixes() if self.share_prefixes else contextlib.nullcontext()
+        with self.encoder.using_subnet(None), sharing:
             for spec in subnets:
                 self.encoder.set_subnet(spec)
                 loss, sub_stats, outs = self._subnet_forward(

@@ -263,7 +263,7 @@ def test_sharing_prefixes_same_outputs_and_less_compute(conf):
     # width 32 and 16 at each of 2 bit-widths, the depth-2 subnets compute nothing new
     assert calls.count(("embed",)) == 2
     assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3
-    assert enc._prefix_cache is None  # the cache lives only inside the context
+    assert not enc.sharing.in_step  # the memo lives only inside the context
 
 
 def test_sharing_in_training_draws_each_shared_dropout_mask_once():
@@ -382,7 +382,7 @@ def test_a_step_quantizes_each_weight_once_per_width_and_bits():
     # once per bits for layers without a width axis, once per (width, bits) for FFN layers
     assert in_step == 2 * len(other) + 2 * 2 * len(ffn)
     assert alone > in_step
-    assert all(m._quantized is None for m in ffn + other)  # nothing cached outside
+    assert not enc.sharing.in_step  # nothing cached outside
 
 
 def test_sharing_prefixes_recomputes_for_a_new_input():

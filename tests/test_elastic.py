@@ -133,27 +133,27 @@ def test_conformer_sort_ffn_units_keeps_the_largest_float_subnet():
         assert torch.all(importance[:-1] >= importance[1:])
 
 
-def test_shared_calls_memo_is_per_thread_and_closed_after_the_step():
-    """DataParallel replicas share the SharedCalls object and run in threads: each keeps
+def test_prefix_sharing_memo_is_per_thread_and_closed_after_the_step():
+    """DataParallel replicas share the PrefixSharing object and run in threads: each keeps
     its own memo, and none is left open after its step."""
     import threading
 
-    from espnet_allinone.elastic import SharedCalls
+    from espnet_allinone.sharing import PrefixSharing
 
-    calls = SharedCalls()
+    sharing = PrefixSharing()
     seen, barrier = {}, threading.Barrier(2)
 
     def step(name):
-        with calls.open() as memo:
-            memo[name] = True
+        with sharing.step():
+            sharing.reuse("who", lambda: name)
             barrier.wait()  # both steps open at once
-            seen[name] = dict(calls.memo)
-        seen[name + "_after"] = calls.memo
+            seen[name] = sharing.reuse("who", lambda: "computed again")
+        seen[name + "_after"] = sharing.in_step
 
     threads = [threading.Thread(target=step, args=(n,)) for n in ("a", "b")]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert seen["a"] == {"a": True} and seen["b"] == {"b": True}
-    assert seen["a_after"] is None and seen["b_after"] is None and calls.memo is None
+    assert seen["a"] == "a" and seen["b"] == "b"
+    assert seen["a_after"] is False and seen["b_after"] is False and not sharing.in_step

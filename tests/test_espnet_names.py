@@ -58,10 +58,10 @@ SIGNATURES = [
 
 
 def test_stock_conformer_forward_calls_what_the_plugin_shares():
-    """Prefix sharing memoizes calls of ``embed`` and of each block as stock
-    ConformerEncoder.forward makes them (``self.embed(xs_pad, masks)``, ``for ... in
-    enumerate(self.encoders)``, ``encoder_layer(xs_pad, masks)``); a rewrite of that loop
-    needs a look at espnet_allinone/elastic.py's share_calls."""
+    """Prefix sharing shares the subsampling and each block as stock ConformerEncoder.forward
+    calls them (``self.embed(xs_pad, masks)``, ``for ... in enumerate(self.encoders)``,
+    ``encoder_layer(xs_pad, masks)``); a rewrite of that loop needs a look at
+    espnet_allinone/sharing.py."""
     from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
     src = inspect.getsource(ConformerEncoder.forward)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from espnet_allinone.elastic import active_configuration
+from espnet_allinone.sharing import active_configuration
 from espnet_allinone.export import (
     build_stock_model,
     export_packed,

@@ -190,15 +190,39 @@ def test_front_end_runs_once_per_step_and_shares_the_time_mask(ckpt):
     xs, ilens, _ = waveforms()
     masked = []
     encoder.wav2vec2.encoder.register_forward_pre_hook(lambda m, args: masked.append(args[0].detach()))
-    with encoder.using_subnet(None), encoder.sharing_prefixes():  # as AllInOneASRModel runs a step
-        for subnet in ["3-64-32bit", "2-32-4bit"]:
+    xs = xs[:, : int(ilens.max())]
+    with encoder.using_subnet(None), encoder.sharing_prefixes():  # as AllInOneASRModel runs a step:
+        for subnet in ["3-64-32bit", "2-32-4bit"]:  # every subnet on the very same batch tensors
             encoder.set_subnet(subnet)
-            encoder(xs[:, : int(ilens.max())], ilens)
+            encoder(xs, ilens)
     assert len(calls) == 1
     assert torch.equal(masked[0], masked[1])
     assert encoder.active_subnet.name == "3-64-32bit"
     encoder(xs, ilens)  # outside a step: computed again, new mask
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("use_attention_mask", [True, False])
+def test_a_step_shares_the_first_layers_of_equal_width_and_bits(ckpt, use_attention_mask):
+    """Inside a step the HF encoder's loop runs each layer once per prefix of (width, bits): the
+    depth-2 subnets reuse the depth-3 ones' first two layers, and every output is the subnet's alone."""
+    encoder = as_trained(make_encoder(ckpt, use_attention_mask=use_attention_mask)).eval()
+    xs, ilens, _ = waveforms()
+    calls = []
+    for i, layer in enumerate(encoder.wav2vec2.encoder.layers._modules.values()):
+        layer.register_forward_hook(lambda *a, i=i: calls.append(i))
+    subnets = list(encoder.subnet_space)  # largest first, as the model runs them
+    with torch.no_grad():
+        alone = {}
+        for s in subnets:
+            encoder.set_subnet(s)
+            alone[s] = encoder(xs, ilens)[0]
+        calls.clear()
+        with encoder.sharing_prefixes():
+            for s in subnets:
+                encoder.set_subnet(s)
+                assert torch.equal(encoder(xs, ilens)[0], alone[s]), s
+    assert len(calls) == 3 * len({(s.width, s.bits) for s in subnets})  # depth 3 once per (width, bits)
 
 
 def test_bad_subnet_lists_the_space(ckpt):

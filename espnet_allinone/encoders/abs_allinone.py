@@ -17,13 +17,11 @@ from espnet_allinone.elastic import (
     ElasticDepth,
     ElasticWeight,
     NeverTrainedError,
-    SharedCalls,
     SubnetBatchNorm1d,
     make_elastic,
-    reusing_quantized_weights,
-    share_calls,
     sort_units,
 )
+from espnet_allinone.sharing import PrefixSharing
 from espnet_allinone.subnet import FULL_PRECISION, LayerwiseSpec, Subnet, SubnetSpace, SubnetSpec, parse_subnet
 
 
@@ -141,9 +139,9 @@ class AllInOneEncoderMixin:
 
     A subclass calls :meth:`init_subnet_space` in its constructor, implements
     :attr:`elastic_layers` (the :class:`ElasticDepth` container whose first ``depth``
-    blocks run), :meth:`subnet_modules` and :meth:`ffn_pairs`, may mark modules whose
-    calls a step's subnets share (:meth:`share_calls_of`), and calls :meth:`set_subnet`
-    once at the end of its constructor.
+    blocks run), :meth:`subnet_modules` and :meth:`ffn_pairs`, runs its forward inside
+    ``self.sharing.forward(...)`` (:class:`~espnet_allinone.sharing.PrefixSharing`, the parts a
+    step's subnets share), and calls :meth:`set_subnet` once at the end of its constructor.
     """
 
     subnet_space: SubnetSpace
@@ -155,9 +153,10 @@ class AllInOneEncoderMixin:
         sliced along its hidden units (``out`` of the first layer, ``in`` of the second)."""
         self.subnet_space = space
         self.register_buffer("subnet_space_table", space.table())
+        self.sharing = PrefixSharing()
         bits = sorted({s.bits for s in space})
         for prefix, part in parts.items():
-            make_elastic(part, bits, prefix)
+            make_elastic(part, bits, prefix, self.sharing)
         for first, second in self.ffn_pairs():
             first.width_axis, second.width_axis = "out", "in"
 
@@ -181,53 +180,15 @@ class AllInOneEncoderMixin:
         """The units of storage the subnet ``spec`` computes with (see :func:`measure`)."""
         raise NotImplementedError
 
-    _prefix_cache: Optional[Dict[Any, Any]] = None
-    _calls: Optional[SharedCalls] = None
+    sharing: PrefixSharing
 
-    def share_calls_of(self, *modules: torch.nn.Module):
-        """Let ``modules`` (e.g. the subsampling and each block) reuse, inside
-        :meth:`sharing_prefixes`, the output of an earlier call on the very same inputs
-        with the same elastic configuration (:func:`espnet_allinone.elastic.share_calls`)."""
-        if self._calls is None:
-            self._calls = SharedCalls()
-        for m in modules:
-            share_calls(m, self._calls)
-
-    @contextlib.contextmanager
     def sharing_prefixes(self):
-        """Within this context, forwards of several subnets on the same input reuse
-        what they compute alike instead of recomputing it (the calls of the modules
-        given to :meth:`share_calls_of`; an encoder may also cache a subnet-independent
-        front end with :meth:`_shared`), and each layer fake-quantizes its weight once
-        per (width, bits) (:func:`reusing_quantized_weights`). Autograd sees one graph,
-        so gradients are those of computing each subnet alone; the shared part draws
-        its dropout masks once. AllInOneASRModel opens it around the subnets of one
-        batch; outside it nothing is cached.
-        """
-        previous, self._prefix_cache = self._prefix_cache, {}
-        try:
-            with reusing_quantized_weights(self), (
-                self._calls.open() if self._calls is not None else contextlib.nullcontext()
-            ):
-                yield
-        finally:
-            self._prefix_cache = previous
-
-    def _shared(self, *inputs: torch.Tensor) -> Optional[Dict[Any, Any]]:
-        """The step cache for a forward on ``inputs`` (None outside
-        :meth:`sharing_prefixes`). Emptied when the inputs are not the very tensors
-        (same storage, shape, strides, version) of the previous forward, or the
-        train/eval mode changed; it holds the inputs, so their memory is not reused."""
-        cache = self._prefix_cache
-        if cache is None:
-            return None
-        key = tuple(
-            (x.data_ptr(), tuple(x.shape), x.stride(), x._version) for x in inputs
-        ) + (self.training,)
-        if cache.get("key") != key:
-            cache.clear()
-            cache.update(key=key, inputs=inputs)
-        return cache
+        """Context manager: one training step. Forwards of several subnets on the same input
+        inside it compute what they share once (:mod:`espnet_allinone.sharing`): the parts run
+        once per prefix (the subsampling per bit-width, the first k blocks per (width, bits)),
+        and each layer fake-quantizes its weight once per (width, bits). AllInOneASRModel opens
+        it around the subnets of a batch (``share_prefixes: true``); outside it nothing is kept."""
+        return self.sharing.step()
 
     @property
     def active_subnet(self) -> SubnetSpec:

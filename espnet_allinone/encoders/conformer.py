@@ -10,6 +10,7 @@ from typeguard import typechecked
 from espnet_allinone.compat import MultiSequential, upgrade_subsampling_keys
 from espnet_allinone.elastic import ElasticDepth, SubnetBatchNorm1d
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin, check_ffn_order
+from espnet_allinone.sharing import PrefixSequential, active_configuration
 from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import SubnetSpace, SubnetSpec
 
@@ -18,8 +19,9 @@ class ElasticMultiSequential(ElasticDepth, MultiSequential):
     """ESPnet's MultiSequential whose first ``active_depth`` blocks run (:class:`ElasticDepth`)."""
 
     @classmethod
-    def from_multisequential(cls, seq: MultiSequential) -> "ElasticMultiSequential":
+    def from_multisequential(cls, seq: MultiSequential, sharing=None) -> "ElasticMultiSequential":
         new = cls(*seq._modules.values(), layer_drop_rate=seq.layer_drop_rate)
+        new.sharing = sharing
         new.train(seq.training)
         return new
 
@@ -58,11 +60,10 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
     Forward: (B, T, input_size), (B,) -> (B, T', output_size), (B,), None, exactly
     as ``ConformerEncoder``, for the subnet chosen with :meth:`set_subnet`. Inside
     :meth:`sharing_prefixes`, subnets forwarded on the same input share the
-    subsampling output (equal bits) and the output of the first k blocks (equal
-    width and bits: depth only truncates); in eval mode the outputs are
-    bit-identical, in training the shared part draws its dropout masks once. With
-    ``interctc_use_conditioning`` the blocks after the first conditioned layer are
-    not shared (the conditioning adds a new tensor per subnet).
+    subsampling's convolutions (``embed.conv``; a Sequential input layer as a whole) at
+    equal bits, and the output of the first k blocks at equal width and bits (depth
+    only truncates); in eval mode the outputs are bit-identical, in training the shared
+    part draws its dropout masks once.
     """
 
     @typechecked
@@ -95,15 +96,18 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                 f"{shallow} have no intermediate output at layers >= {shallow}, so their "
                 "loss has fewer (or no) intermediate-CTC terms"
             )
-        self.encoders = ElasticMultiSequential.from_multisequential(self.encoders)
+        self.encoders = ElasticMultiSequential.from_multisequential(self.encoders, self.sharing)
         for block in self.encoders._modules.values():
             if block.conv_module is not None:
                 block.conv_module.norm = SubnetBatchNorm1d.from_batchnorm(
                     block.conv_module.norm, list(self.subnet_space)
                 )
-        # stock ConformerEncoder.forward runs unchanged; a step's subnets share the
-        # subsampling (equal bits) and block calls (equal inputs, width and bits)
-        self.share_calls_of(self.embed, *self.encoders._modules.values())
+        # stock ConformerEncoder.forward runs unchanged; a step's subnets share the subsampling's
+        # convolutions (equal bits) and the blocks' outputs (equal width and bits of the prefix)
+        if isinstance(self.embed, torch.nn.Sequential):  # input_layer: linear, or none
+            self.embed = PrefixSequential.from_sequential(self.embed, self.sharing, "embed")
+        elif isinstance(getattr(self.embed, "conv", None), torch.nn.Sequential):  # Conv2dSubsampling*
+            self.embed.conv = PrefixSequential.from_sequential(self.embed.conv, self.sharing, "embed.conv")
         self.ffn_order = ffn_order
         self.register_buffer("ffn_units_ordered", torch.tensor(False))
         self._reorder_on_training = False  # set by a load of weights whose order is not settled
@@ -119,11 +123,13 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         self._settled = bool(self.ffn_units_ordered)
         self._reorder_on_training = not self._settled
 
-    def forward(self, *args, **kwargs):
-        """``ConformerEncoder.forward``; the first training forward settles the FFN unit order."""
+    def forward(self, xs_pad: torch.Tensor, ilens: torch.Tensor, *args, **kwargs):
+        """``ConformerEncoder.forward``, on the step's batch when inside :meth:`sharing_prefixes`; the
+        first training forward settles the FFN unit order."""
         if self.training and not self._settled:
             self._settle_ffn_order()
-        return super().forward(*args, **kwargs)
+        with self.sharing.forward((xs_pad, ilens), self.training, active_configuration(self.embed)):
+            return super().forward(xs_pad, ilens, *args, **kwargs)
 
     def _settle_ffn_order(self):
         if self._reorder_on_training and self.ffn_order == "l2":

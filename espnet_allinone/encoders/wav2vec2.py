@@ -174,6 +174,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         # HF's encoder loops `for layer in self.layers`: iterating ElasticModuleList
         # yields the subnet's first DEPTH layers; the state-dict keys stay `layers.<i>.`.
         encoder.layers = ElasticModuleList(encoder.layers)
+        encoder.layers.sharing = self.sharing
         self.set_subnet(None)
 
     def ffn_pairs(self):
@@ -203,9 +204,6 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
 
         (B, L), (B,) -> hidden (B, T, hidden_size), frame mask (B, T) or None, (B,)
         """
-        cache = self._shared(xs_pad, ilens)  # a step's subnets share it (sharing_prefixes)
-        if cache is not None and "front_end" in cache:
-            return cache["front_end"]
         w2v = self.wav2vec2
         if self.normalize_waveform:
             xs_pad = normalize_waveform(xs_pad, ilens)
@@ -216,10 +214,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
             frame_mask = valid_mask(olens.to(feats.device), feats.size(1))
         hidden, _ = w2v.feature_projection(feats)
         hidden = w2v._mask_hidden_states(hidden, attention_mask=frame_mask)
-        value = (hidden, frame_mask, olens)
-        if cache is not None:
-            cache["front_end"] = value
-        return value
+        return hidden, frame_mask, olens
 
     def forward(
         self,
@@ -235,10 +230,11 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         Returns:
             (B, T, hidden_size) encoder output, (B,) frame counts, None.
         """
-        if xs_pad.dim() == 3:
-            xs_pad = xs_pad.squeeze(-1)
-        hidden, frame_mask, olens = self.front_end(xs_pad, ilens)
-        # clone: HF's encoder zeroes padded frames in place, and the front end's
-        # output may be shared by several subnets of one step
-        out = self.wav2vec2.encoder(hidden.clone(), attention_mask=frame_mask)
+        with self.sharing.forward((xs_pad, ilens), self.training):
+            # a step's subnets share the front end (sharing_prefixes), and the first k layers at equal
+            # (width, bits)
+            waveform = xs_pad.squeeze(-1) if xs_pad.dim() == 3 else xs_pad
+            hidden, frame_mask, olens = self.sharing.call("front_end", None, self.front_end, waveform, ilens)
+            # clone: HF's encoder zeroes padded frames in place
+            out = self.wav2vec2.encoder(hidden.clone(), attention_mask=frame_mask)
         return out.last_hidden_state, olens, None
