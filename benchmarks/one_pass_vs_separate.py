@@ -49,6 +49,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from espnet_allinone.checkpoint import averaged_model_name
 from espnet_allinone.data.kaldi import read_table, write_table
 from espnet_allinone.fileio import write_text_atomic
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
@@ -97,11 +98,10 @@ def benchmark_configs(allinone_conf: Dict, baseline_conf: Dict) -> Dict[str, Dic
 
 def model_file(exp: Path, conf: Dict) -> Path:
     """The averaged checkpoint ESPnet writes for the config's first best-model criterion."""
-    phase, key, _ = conf.get("best_model_criterion", [["valid", "loss", "min"]])[0]
-    for name in (f"{phase}.{key}.ave.pth", f"{phase}.{key}.best.pth"):
-        if (exp / name).exists():
-            return exp / name
-    raise FileNotFoundError(f"no {phase}.{key}.ave.pth or .best.pth in {exp}")
+    path = exp / averaged_model_name(conf)
+    if not path.exists():
+        raise FileNotFoundError(f"no {path.name} in {exp}")
+    return path
 
 
 # ----------------------------------------------------------------------------- data

@@ -6,7 +6,18 @@ import contextlib
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Dict, Iterator, Optional, Union
+
+
+def averaged_model_name(train_config: Dict) -> str:
+    """The model file ESPnet averages for a training config: ``<phase>.<metric>.ave.pth`` of its first
+    ``best_model_criterion`` (e.g. ``valid.acc_mean.ave.pth``), what asr.sh's ``--inference_asr_model``
+    has to name."""
+    criteria = train_config.get("best_model_criterion")
+    if not criteria:
+        raise ValueError("the training config has no best_model_criterion: name the model file")
+    phase, metric = criteria[0][:2]
+    return f"{phase}.{metric}.ave.pth"
 
 
 class CheckpointError(ValueError):

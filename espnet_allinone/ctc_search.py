@@ -6,7 +6,7 @@ both hand it (T, V) CTC log-probabilities or frame-wise best ids, nothing of the
 
 from itertools import groupby
 from pathlib import Path
-from typing import Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -75,3 +75,22 @@ class CTCLexiconDecoder:
                 ids.pop()
             out.append((list(hyp.words), ids, float(hyp.score)))
         return out
+
+
+def ctc_decoder_from_config(token_list: List[str], ctc_greedy: bool, ctc_lexicon_decoder: Optional[Dict],
+                            nbest: int, has_ctc: bool = True) -> Optional[CTCLexiconDecoder]:
+    """The CTC decoder a decode config asks for instead of the beam search: None for greedy CTC or the
+    beam search, the :class:`CTCLexiconDecoder` of ``ctc_lexicon_decoder`` (its ``nbest`` defaulting to
+    the config's). ValueError, naming the options, for a config that asks for both or for a model
+    without a CTC layer (``has_ctc``)."""
+    if ctc_greedy and ctc_lexicon_decoder:
+        raise ValueError("ctc_greedy and ctc_lexicon_decoder are two decoders: give one")
+    if (ctc_greedy or ctc_lexicon_decoder) and not has_ctc:
+        raise ValueError(f"{'ctc_greedy' if ctc_greedy else 'ctc_lexicon_decoder'} needs a model with a CTC layer")
+    if not ctc_lexicon_decoder:
+        return None
+    conf = dict(ctc_lexicon_decoder)
+    conf.setdefault("nbest", nbest)
+    if "lexicon" not in conf:
+        raise ValueError("ctc_lexicon_decoder needs a 'lexicon' file")
+    return CTCLexiconDecoder(token_list, **conf)

@@ -231,7 +231,16 @@ class ElasticWeight:
 
     _channel_dim = 1  # of the output: (B, C, ...) for a convolution; Linear: the last
 
+    # the name of the part of a step's prefix this layer is on its own (e.g. a subsampling's output
+    # Linear): inside a forward on the step's batch it computes through ``sharing.call``
+    prefix_part: Optional[str] = None
+
     def _compute(self, op, x: torch.Tensor) -> torch.Tensor:
+        if self.prefix_part is not None and self.sharing is not None:
+            return self.sharing.call(self.prefix_part, self, self._compute_active, op, x)
+        return self._compute_active(op, x)
+
+    def _compute_active(self, op, x: torch.Tensor) -> torch.Tensor:
         """``op(x, weight, bias)`` (F.linear or the convolution) with the active weight.
 
         Under autocast (fp16/bf16) a quantized layer's matmul takes the unit codes of
@@ -269,61 +278,31 @@ class ElasticWeight:
         return stock.train(self.training)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Loads ``weight_log_step_ready`` with the steps.
+        """Loads the steps with ``weight_log_step_ready`` and ``weight_log_step_width``.
 
-        - A checkpoint written before the flag existed marked uninitialised steps with NaN:
-          all-NaN steps load as not initialised, finite ones as initialised.
-        - An average of checkpoints (ESPnet's ``average_nbest_models``) holds a fraction r
-          in (0, 1) where only some of them had the steps initialised: uninitialised steps
-          are zero, so the mean log-step over those that had them is the average / r, and the
-          trained width the average width / r (the mean over them, at most their widest; rounded
-          down).
-        - A checkpoint without ``weight_log_step_width``: every channel of initialised steps trained.
-        - Trained steps that are not finite are an error.
+        An average of checkpoints (ESPnet's ``average_nbest_models``) holds a fraction r in (0, 1)
+        where only some of them had the steps initialised: uninitialised steps are zero, so the mean
+        log-step over those that had them is the average / r, and the trained width the average
+        width / r (the mean over them, at most their widest; rounded down). Trained steps that are
+        not finite are an error.
         """
-        ready_key = f"{prefix}weight_log_step_ready"
+        ready_key, width_key = f"{prefix}weight_log_step_ready", f"{prefix}weight_log_step_width"
         step_keys = {k: f"{prefix}weight_log_step.{k}" for k in self.weight_log_step}
-        steps = {k: state_dict.get(v) for k, v in step_keys.items()}
-        if ready_key not in state_dict and steps and None not in steps.values():
-            ready = []
-            for k, v in steps.items():
-                if bool(torch.isnan(v).all()):
-                    ready.append(0.0)
-                else:
-                    problem = self._not_finite(prefix.rstrip("."), k, v)
-                    if problem:
-                        raise ValueError(f"{problem} (a checkpoint without weight_log_step_ready)")
-                    ready.append(1.0)
-            state_dict[ready_key] = torch.tensor(ready)
-        width_key = f"{prefix}weight_log_step_width"
-        if ready_key in state_dict and width_key not in state_dict:
-            state_dict[width_key] = (state_dict[ready_key] > 0).float() * self.weight.size(0)
-        elif ready_key in state_dict:
-            widths, ready_in = state_dict[width_key].clone(), state_dict[ready_key]
-            for i in range(min(widths.numel(), ready_in.numel())):
-                r = float(ready_in[i])
-                if r > 0.0:  # the mean width over the checkpoints that had the steps, in whole channels
-                    widths[i] = float(int(float(widths[i]) / r + 1e-6))
-            state_dict[width_key] = widths
-        if ready_key in state_dict and None not in steps.values():
-            ready = state_dict[ready_key].clone()
-            for i, (k, v) in enumerate(steps.items()):
+        if ready_key in state_dict and width_key in state_dict:
+            ready, widths = state_dict[ready_key].clone(), state_dict[width_key].clone()
+            for i, (k, key) in enumerate(step_keys.items()):
                 r = float(ready[i]) if i < ready.numel() else 1.0
-                if r == 0.0:
-                    state_dict[step_keys[k]] = torch.zeros_like(v)  # whatever the placeholder (zeros, NaN)
-                elif r < 1.0:  # averaged with checkpoints that had not initialised them
-                    if not bool(torch.isfinite(v).all()):
-                        raise ValueError(
-                            f"{prefix.rstrip('.')}: the {k} step sizes of an average of checkpoints are NaN/inf "
-                            f"({r:.2f} of them had the steps initialised): a checkpoint with NaN placeholders "
-                            "for uninitialised steps was averaged; average checkpoints that all have them")
-                    state_dict[step_keys[k]] = v / r
-                    ready[i] = 1.0
-            state_dict[ready_key] = ready
+                if not 0.0 < r < 1.0:
+                    continue
+                widths[i] = float(int(float(widths[i]) / r + 1e-6))  # whole channels
+                if key in state_dict:
+                    state_dict[key] = state_dict[key] / r
+                ready[i] = 1.0
+            state_dict[ready_key], state_dict[width_key] = ready, widths
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         # the steps are loaded after this (by the ParameterDict child): check the incoming ones
-        for k in steps:
-            v = state_dict.get(step_keys[k])
+        for k, key in step_keys.items():
+            v = state_dict.get(key)
             if v is not None and bool(self.weight_log_step_ready[self._bit_index(k)]):
                 problem = self._not_finite(prefix.rstrip("."), k, v)
                 if problem:

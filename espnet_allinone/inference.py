@@ -31,7 +31,11 @@ from espnet2.utils.types import str2bool
 
 from espnet_allinone.checkpoint import loading_model_file
 from espnet_allinone.compat import ESPNET_VERSION, Hypothesis, escape_broken_help
-from espnet_allinone.ctc_search import CTCLexiconDecoder, ctc_greedy_tokens  # noqa: F401 (public here too)
+from espnet_allinone.ctc_search import (  # noqa: F401 (CTCLexiconDecoder: public here too)
+    CTCLexiconDecoder,
+    ctc_decoder_from_config,
+    ctc_greedy_tokens,
+)
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.subnet import SubnetSpec
 
@@ -85,20 +89,9 @@ class Speech2Text(_STOCK["Speech2Text"]):
         allow = bool(call.get("allow_untrained", False) if allow_untrained is None else allow_untrained)
         self.subnet = select_subnet(self.asr_model, subnet or call.get("subnet"), allow)
         self.ctc_greedy = bool(call.get("ctc_greedy", False) if ctc_greedy is None else ctc_greedy)
-        if self.ctc_greedy and getattr(self.asr_model, "ctc", None) is None:
-            raise ValueError("ctc_greedy=True needs a model with a CTC layer")
         lexicon_conf = ctc_lexicon_decoder if ctc_lexicon_decoder is not None else call.get("ctc_lexicon_decoder")
-        self.lexicon_decoder = None
-        if lexicon_conf:
-            if self.ctc_greedy:
-                raise ValueError("ctc_greedy and ctc_lexicon_decoder are two decoders: give one")
-            if getattr(self.asr_model, "ctc", None) is None:
-                raise ValueError("ctc_lexicon_decoder needs a model with a CTC layer")
-            lexicon_conf = dict(lexicon_conf)
-            lexicon_conf.setdefault("nbest", self.nbest)
-            if "lexicon" not in lexicon_conf:
-                raise ValueError("ctc_lexicon_decoder needs a 'lexicon' file")
-            self.lexicon_decoder = CTCLexiconDecoder(self.asr_model.token_list, **lexicon_conf)
+        self.lexicon_decoder = ctc_decoder_from_config(self.asr_model.token_list, self.ctc_greedy, lexicon_conf,
+                                                       self.nbest, has_ctc=getattr(self.asr_model, "ctc", None) is not None)
 
     def _decode_single_sample(self, enc: torch.Tensor):
         """ESPnet's per-utterance search on (T, D) ``enc``, greedy CTC or the lexicon decoder."""

@@ -31,7 +31,7 @@ from espnet_allinone.compat import (
     ctc_prefix_scorer,
     ctc_window_margin_default,
 )
-from espnet_allinone.ctc_search import CTCLexiconDecoder, collapse_ctc
+from espnet_allinone.ctc_search import collapse_ctc, ctc_decoder_from_config
 
 PRECISIONS = ("float", "int8", "int4")
 
@@ -149,15 +149,7 @@ class OnnxSpeech2Text:
         self.sos, self.eos, self.blank_id = config["sos"], config["eos"], config["blank_id"]
         self.maxlenratio, self.minlenratio = maxlenratio, minlenratio
         self.ctc_greedy = bool(ctc_greedy)
-        if self.ctc_greedy and ctc_lexicon_decoder:
-            raise ValueError("ctc_greedy and ctc_lexicon_decoder are two decoders: give one")
-        self.lexicon_decoder = None
-        if ctc_lexicon_decoder:
-            conf = dict(ctc_lexicon_decoder)
-            conf.setdefault("nbest", nbest)
-            if "lexicon" not in conf:
-                raise ValueError("ctc_lexicon_decoder needs a 'lexicon' file")
-            self.lexicon_decoder = CTCLexiconDecoder(self.token_list, **conf)
+        self.lexicon_decoder = ctc_decoder_from_config(self.token_list, self.ctc_greedy, ctc_lexicon_decoder, nbest)
         self.beam_search = self.decoder = None
         if not self.ctc_greedy and self.lexicon_decoder is None:
             if ctc_weight < 1.0 and "decoder" not in files:

@@ -96,9 +96,11 @@ def make_encoder(grid=GRID, **kw):
 def as_trained(module: torch.nn.Module) -> torch.nn.Module:
     """Stand in for training in tests of other mechanics: every bit-width's step sizes initialised
     from the weights and counted as trained on every output channel, every BatchNorm statistic counted
-    as updated once (what training steps that run each subnet set; the statistics keep their values).
-    Returns ``module``."""
+    as updated once, the FFN order settled (what training steps that run each subnet set; the
+    statistics keep their values). Returns ``module``."""
     for m in module.modules():
+        if hasattr(m, "settle_ffn_order"):
+            m.settle_ffn_order()
         if isinstance(m, ElasticWeight):
             for key in m.weight_log_step:
                 m.init_steps(int(key[: -len("bit")]))

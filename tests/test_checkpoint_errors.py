@@ -88,3 +88,20 @@ def test_export_that_fails_midway_leaves_no_partial_output(files, tmp_path, monk
         export(model, train_config, "2-32-8bit", out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old export, whole
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("criteria, name", [
+    ([["valid", "acc_mean", "max"], ["valid", "loss", "min"]], "valid.acc_mean.ave.pth"),
+    ([["valid", "loss", "min"]], "valid.loss.ave.pth"),
+])
+def test_averaged_model_name_follows_the_first_best_model_criterion(criteria, name):
+    from espnet_allinone.checkpoint import averaged_model_name
+
+    assert averaged_model_name({"best_model_criterion": criteria}) == name
+
+
+def test_averaged_model_name_needs_a_criterion():
+    from espnet_allinone.checkpoint import averaged_model_name
+
+    with pytest.raises(ValueError, match="no best_model_criterion: name the model file"):
+        averaged_model_name({"encoder": "allinone_conformer"})

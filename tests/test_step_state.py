@@ -38,7 +38,7 @@ def test_initialised_state_travels_with_the_checkpoint():
     fresh(*batch())  # uses the loaded steps: nothing re-initialised from the weights
     for k, v in model.state_dict().items():
         if "weight_log_step" in k:
-            # exactly equal; steps of layers no subnet of the batch used stay NaN in both
+            # exactly equal; steps of layers no subnet of the batch used stay zero in both
             torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0, equal_nan=True, msg=k)
 
 
@@ -59,24 +59,3 @@ def test_nan_in_a_trained_step_at_use_is_an_error():
     layer._steps_checked = set()  # as after any load
     with pytest.raises(FloatingPointError, match=r"encoders.0.feed_forward.w_1: the trained 4bit"):
         layer.step(4)
-
-
-@pytest.mark.parametrize("case", ["trained", "never_used", "partly_nan"])
-def test_checkpoint_without_ready_flags_loads_by_the_old_nan_rule(case):
-    """Checkpoints written before ``weight_log_step_ready``: NaN marked uninitialised."""
-    state = _trained_model().state_dict()
-    old = {k: v for k, v in state.items() if not k.endswith("weight_log_step_ready")}
-    if case == "never_used":
-        old[f"{LAYER}.weight_log_step.4bit"] = torch.full_like(old[f"{LAYER}.weight_log_step.4bit"], float("nan"))
-    if case == "partly_nan":
-        old[f"{LAYER}.weight_log_step.4bit"][:2] = float("nan")
-        with pytest.raises(ValueError, match=rf"{LAYER}: the trained 4bit .*without weight_log_step_ready"):
-            make_model().load_state_dict(old)
-        return
-    other = make_model()
-    other.load_state_dict(old)  # strict: the flags are not reported missing
-    ready = other.state_dict()[f"{LAYER}.weight_log_step_ready"].tolist()
-    assert ready == ([1.0, 1.0] if case == "trained" else [0.0, 1.0])
-    if case == "never_used":
-        step = _layer(other).step(4)  # initialised at first use, from the weights
-        assert torch.isfinite(step).all()

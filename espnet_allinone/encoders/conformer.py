@@ -8,7 +8,7 @@ from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from typeguard import typechecked
 
 from espnet_allinone.compat import MultiSequential, upgrade_subsampling_keys
-from espnet_allinone.elastic import ElasticDepth, SubnetBatchNorm1d
+from espnet_allinone.elastic import ElasticDepth, ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin, check_ffn_order
 from espnet_allinone.sharing import PrefixSequential, active_configuration
 from espnet_allinone.signature import extend_signature
@@ -37,15 +37,14 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
     Parameter names are stock ``ConformerEncoder``'s, so a stock checkpoint
     initialises this encoder, and at the largest 32-bit subnet both compute the same.
 
-    Started from weights that are not an all-in-one model's (a stock checkpoint given
-    to ``--init_param``, asr.sh's ``--pretrained_model``), the first training forward
-    orders every FFN's hidden units by L2 importance (paper footnote 1,
-    :meth:`sort_ffn_units`: same function, and a width-W subnet starts from the W most
-    important units). The persistent buffer ``ffn_units_ordered`` records that the
-    order is settled (set at the first training forward of any run), so a resumed
-    run, a checkpoint of this encoder given to ``--init_param`` and decoding never
-    reorder. A checkpoint without the buffer (written before it existed) counts as
-    settled when it is loaded directly; given to ``--init_param`` it would be reordered.
+    Loading weights whose FFN order is not settled (a stock checkpoint given to
+    ``--init_param``, asr.sh's ``--pretrained_model``) orders every FFN's hidden units
+    by L2 importance as the load's last step, and logs it (paper footnote 1,
+    :meth:`sort_ffn_units`: the same function, and a width-W subnet starts from the W
+    most important units). The persistent buffer ``ffn_units_ordered`` records that the
+    order is settled: by that load, or by the first training forward of a model trained
+    from scratch; so a resumed run, a checkpoint of this encoder given to
+    ``--init_param`` and decoding never reorder.
 
     Args:
         input_size: Input dimension.
@@ -53,15 +52,15 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         subnet_depths, subnet_widths, subnet_bits: Or the grid of the space
             (missing axes default to num_blocks, linear_units and 32 bits).
         ffn_order: ``"l2"``: order the FFN units of loaded stock weights by L2
-            importance at the first training forward (above); ``"keep"``: never.
+            importance when they are loaded (above); ``"keep"``: never.
         **conformer_conf: Every ``ConformerEncoder`` argument (num_blocks,
             linear_units, macaron_style, ...), unchanged.
 
     Forward: (B, T, input_size), (B,) -> (B, T', output_size), (B,), None, exactly
     as ``ConformerEncoder``, for the subnet chosen with :meth:`set_subnet`. Inside
     :meth:`sharing_prefixes`, subnets forwarded on the same input share the
-    subsampling's convolutions (``embed.conv``; a Sequential input layer as a whole) at
-    equal bits, and the output of the first k blocks at equal width and bits (depth
+    subsampling's stages (``embed.conv``, ``embed.out``; a Sequential input layer as a
+    whole) at equal bits, and the output of the first k blocks at equal width and bits (depth
     only truncates); in eval mode the outputs are bit-identical, in training the shared
     part draws its dropout masks once.
     """
@@ -106,38 +105,34 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         # convolutions (equal bits) and the blocks' outputs (equal width and bits of the prefix)
         if isinstance(self.embed, torch.nn.Sequential):  # input_layer: linear, or none
             self.embed = PrefixSequential.from_sequential(self.embed, self.sharing, "embed")
-        elif isinstance(getattr(self.embed, "conv", None), torch.nn.Sequential):  # Conv2dSubsampling*
-            self.embed.conv = PrefixSequential.from_sequential(self.embed.conv, self.sharing, "embed.conv")
+        else:  # Conv2dSubsampling*: its stages conv (Sequential), out (Sequential or Linear), pos_enc
+            for name, stage in list(self.embed.named_children()):
+                if isinstance(stage, torch.nn.Sequential):
+                    setattr(self.embed, name, PrefixSequential.from_sequential(stage, self.sharing, f"embed.{name}"))
+                elif isinstance(stage, ElasticWeight):
+                    stage.prefix_part = f"embed.{name}"
         self.ffn_order = ffn_order
         self.register_buffer("ffn_units_ordered", torch.tensor(False))
-        self._reorder_on_training = False  # set by a load of weights whose order is not settled
-        self._settled = False  # the buffer's value, kept on the host (no device sync per forward)
+        self._ordered = False  # the buffer's value, kept on the host (no device sync per forward)
+        self.register_load_state_dict_post_hook(_settle_loaded_ffn_order)
         self.set_subnet(None)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         upgrade_subsampling_keys(state_dict, prefix + "embed.", self.embed)  # 202511 checkpoints
-        key = prefix + "ffn_units_ordered"
-        if key not in state_dict:  # a checkpoint from before the buffer existed: trained order
-            state_dict[key] = torch.tensor(True)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._settled = bool(self.ffn_units_ordered)
-        self._reorder_on_training = not self._settled
 
     def forward(self, xs_pad: torch.Tensor, ilens: torch.Tensor, *args, **kwargs):
-        """``ConformerEncoder.forward``, on the step's batch when inside :meth:`sharing_prefixes`; the
-        first training forward settles the FFN unit order."""
-        if self.training and not self._settled:
-            self._settle_ffn_order()
+        """``ConformerEncoder.forward``, on the step's batch when inside :meth:`sharing_prefixes`. The
+        first training forward of a model trained from scratch settles its FFN order as it is."""
+        if self.training and not self._ordered:
+            self.settle_ffn_order()
         with self.sharing.forward((xs_pad, ilens), self.training, active_configuration(self.embed)):
             return super().forward(xs_pad, ilens, *args, **kwargs)
 
-    def _settle_ffn_order(self):
-        if self._reorder_on_training and self.ffn_order == "l2":
-            with torch.no_grad():
-                self.sort_ffn_units()
-            logging.info("ordered the FFN units of the loaded weights by L2 importance (paper footnote 1)")
-        self._reorder_on_training, self._settled = False, True
+    def settle_ffn_order(self):
+        """Record that the FFN units are in the order training uses (``ffn_units_ordered``)."""
         self.ffn_units_ordered.fill_(True)
+        self._ordered = True
 
     def ffn_pairs(self):
         for block in self.encoders._modules.values():  # every block, whatever the active depth
@@ -154,6 +149,17 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
         yield from list(self.encoders._modules.values())[: spec.depth]
         if self.normalize_before:
             yield self.after_norm
+
+
+@torch.no_grad()
+def _settle_loaded_ffn_order(encoder: AllInOneConformerEncoder, incompatible_keys) -> None:
+    """After a load (the encoder's or a parent's ``load_state_dict``, as ``--init_param`` does): weights
+    whose FFN order is not settled get their units ordered by L2 importance (``ffn_order: l2``)."""
+    if not bool(encoder.ffn_units_ordered):
+        if encoder.ffn_order == "l2":
+            encoder.sort_ffn_units()
+            logging.info("ordered the FFN units of the loaded encoder weights by L2 importance (paper footnote 1)")
+    encoder.settle_ffn_order()
 
 
 extend_signature(AllInOneConformerEncoder, ConformerEncoder.__init__)

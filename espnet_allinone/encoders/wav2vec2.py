@@ -6,6 +6,7 @@ the CNN feature extractor, the feature projection and the positional convolution
 float and uncompressed.
 """
 
+import logging
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
@@ -171,6 +172,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
         )
         if ffn_order == "l2" and load_weights:
             self.sort_ffn_units()
+            logging.info(f"ordered the FFN units of {hf_model} by L2 importance (paper footnote 1)")
         # HF's encoder loops `for layer in self.layers`: iterating ElasticModuleList
         # yields the subnet's first DEPTH layers; the state-dict keys stay `layers.<i>.`.
         encoder.layers = ElasticModuleList(encoder.layers)

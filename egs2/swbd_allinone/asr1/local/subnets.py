@@ -16,6 +16,7 @@ import sys
 
 import yaml
 
+from espnet_allinone.checkpoint import averaged_model_name
 from espnet_allinone.subnet import SubnetSpace
 
 ALLINONE_ENCODERS = ("allinone_conformer", "allinone_wav2vec2")
@@ -25,9 +26,8 @@ CONFORMER_DEFAULTS = {"num_blocks": 6, "linear_units": 2048}
 
 def main(config: str, what: str) -> str:
     conf = yaml.safe_load(open(config))
-    if what == "model":  # the averaged checkpoint of ESPnet's first best-model criterion
-        phase, key, _ = conf["best_model_criterion"][0]
-        return f"{phase}.{key}.ave.pth"
+    if what == "model":
+        return averaged_model_name(conf)
     if what == "subnets":
         if conf["encoder"] not in ALLINONE_ENCODERS:
             return ""
