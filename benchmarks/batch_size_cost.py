@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cost per utterance of an all-in-one training step at a small and a large batch,
-measured side by side in one run (issue: small batches must not pay a large fixed
-cost per step, or more updates per epoch cost more than their arithmetic).
+measured side by side in one run (small batches should not pay a large fixed cost per
+step, or more updates per epoch cost more than their arithmetic).
 
     python benchmarks/batch_size_cost.py                   # 7 vs 26 utterances, the mini recipe's model
     python benchmarks/batch_size_cost.py --config C.yaml   # the model of another training config

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Searched layer-wise subnets against the uniform grid, at the grid's sizes (issue 17, item 4).
+"""Searched layer-wise subnets against the uniform grid, at the grid's sizes.
 
     cd egs2/mini_allinone/asr1
     python ../../../benchmarks/layerwise_search.py --exp exp/asr_allinone --dev data/dev --test data/test \\

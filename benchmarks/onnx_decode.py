@@ -14,7 +14,7 @@ model, ``espnet_allinone.inference.Speech2Text`` with ``subnet``), ``torch fp32`
 ``Speech2Text`` on ``--formats stock``: what deploying the subnet with PyTorch gives), and
 ``ort float|int8|int4`` (:class:`espnet_allinone.onnx_inference.OnnxSpeech2Text`). Prints RTF, the
 speed-up over torch fp32, WER (:mod:`espnet_allinone.scoring.wer`), the WER change and the number of
-hypotheses that differ from fake-quant, and the process's peak RSS. Targets (issue 16): decode RTF of the
+hypotheses that differ from fake-quant, and the process's peak RSS. Targets: decode RTF of the
 int8 export >= 1.5x better than torch fp32, |WER change| <= 0.3 absolute.
 """
 

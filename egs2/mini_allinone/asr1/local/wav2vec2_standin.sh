@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Small-scale proof of the all-in-one wav2vec2 path (issue: egs2/librispeech_allinone), on the
+# Small-scale proof of the all-in-one wav2vec2 path (egs2/librispeech_allinone), on the
 # embedded synthetic corpus (run ./run.sh --stop_stage 1 first for data/{train,dev,test,test_unseen}).
 #   1 subsets    the first --num_train / --num_eval utterances    -> ${dir}/data
 #   2 standin    a small random-init HF Wav2Vec2ForCTC trained with CTC, save_pretrained
