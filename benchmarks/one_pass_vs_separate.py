@@ -53,7 +53,7 @@ from espnet_allinone.checkpoint import averaged_model_name
 from espnet_allinone.data.kaldi import read_table, write_table
 from espnet_allinone.fileio import write_text_atomic
 from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
-from espnet_allinone.train_log import epoch_results, step_times, train_logs
+from espnet_allinone.train_log import step_times
 
 PY = sys.executable
 SUBSET_FILES = ("wav.scp", "text", "utt2spk")
@@ -125,15 +125,6 @@ def speedup(times: Dict[str, Dict], allinone: str, separate: List[str], key: str
     if any(times.get(s, {}).get(key) is None for s in [allinone, *separate]):
         return None
     return sum(times[s][key] for s in separate) / times[allinone][key]
-
-
-def trained_epochs(exp: Path, record: Dict) -> int:
-    """Epochs a finished system was trained for: its ``bench_time.json`` record, or, for
-    records written before it held ``max_epoch``, the last epoch of its ESPnet logs."""
-    if "max_epoch" in record:
-        return int(record["max_epoch"])
-    epochs = epoch_results(train_logs(exp))
-    return max(epochs) if epochs else 0
 
 
 # ----------------------------------------------------------------------------- runs
@@ -224,7 +215,7 @@ class Benchmark:
         record = json.loads(record_file.read_text()) if record_file.exists() else {
             "wall": 0.0, "cpu": 0.0, "attempts": 0, "done": False}
         if record["done"]:
-            trained = trained_epochs(exp, record)
+            trained = int(record["max_epoch"])  # a finished record holds its epochs
             if trained >= self.max_epoch:
                 more = f"; {trained} epochs > --max_epoch {self.max_epoch}, used as it is" \
                     if trained > self.max_epoch else ""

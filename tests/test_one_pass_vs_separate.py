@@ -129,17 +129,6 @@ def test_larger_max_epoch_continues_a_finished_system(benchmark, label):
     assert bench.json.loads((b.out / "exp" / label / "bench_time.json").read_text()) == record
 
 
-def test_epochs_of_a_record_without_max_epoch_come_from_its_log(benchmark):
-    b, calls = benchmark
-    exp = _finished(b, "A")
-    (exp / "train.log").write_text(
-        "... 1epoch results: [train] loss=3.0, [valid] acc=0.1\n"
-        "... 3epoch results: [train] loss=2.0, [valid] acc=0.3\n")
-    assert bench.trained_epochs(exp, {"done": True}) == 3
-    b.train("A")
-    assert len(calls) == 1
-
-
 def test_a_failed_attempt_is_recorded_and_its_time_adds_up(benchmark, monkeypatch):
     """The docstring's "times add up" holds for an attempt that fails (or is interrupted)."""
     b, calls = benchmark
