@@ -52,7 +52,7 @@ import yaml
 from espnet_allinone.checkpoint import averaged_model_name
 from espnet_allinone.data.kaldi import read_table, write_table
 from espnet_allinone.fileio import write_text_atomic
-from espnet_allinone.subnet import FULL_PRECISION, SubnetSpace, SubnetSpec
+from espnet_allinone.subnet import FULL_PRECISION, Subnet, SubnetSpace
 from espnet_allinone.train_log import step_times
 
 PY = sys.executable
@@ -66,7 +66,7 @@ def subnet_space(allinone_conf: Dict) -> SubnetSpace:
     return SubnetSpace.from_encoder_conf(allinone_conf["encoder_conf"])
 
 
-def separate_config(allinone_conf: Dict, baseline_conf: Dict, spec: SubnetSpec) -> Dict:
+def separate_config(allinone_conf: Dict, baseline_conf: Dict, spec: Subnet) -> Dict:
     """Training config of the system ``spec`` trained on its own.
 
     Quantized: the all-in-one config with a one-subnet space of that depth and width

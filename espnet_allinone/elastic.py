@@ -22,7 +22,7 @@ from espnet_allinone.quant import (
     scale_channels,
 )
 from espnet_allinone.sharing import PrefixCall, PrefixSharing
-from espnet_allinone.subnet import FULL_PRECISION, SubnetSpec
+from espnet_allinone.subnet import FULL_PRECISION, Subnet
 
 WIDTH_AXES = (None, "out", "in")
 
@@ -445,11 +445,11 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
     _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
     @staticmethod
-    def stats_key(spec: SubnetSpec) -> str:
+    def stats_key(spec: Subnet) -> str:
         return f"w{spec.width}-{spec.bits}bit"
 
     @classmethod
-    def from_batchnorm(cls, bn: torch.nn.BatchNorm1d, specs: Sequence[SubnetSpec]):
+    def from_batchnorm(cls, bn: torch.nn.BatchNorm1d, specs: Sequence[Subnet]):
         """``specs``: the subnets of the space, the largest first."""
         if not (bn.track_running_stats and bn.affine):
             raise ValueError("SubnetBatchNorm1d needs affine=True, track_running_stats=True")
@@ -465,7 +465,7 @@ class SubnetBatchNorm1d(torch.nn.BatchNorm1d):
         new.train(bn.training)
         return new
 
-    def set_active(self, spec: SubnetSpec):
+    def set_active(self, spec: Subnet):
         key = self.stats_key(spec)
         if key not in self.stats_keys:
             raise ValueError(f"no BatchNorm statistics for subnet {spec.name}")

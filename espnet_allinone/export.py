@@ -34,7 +34,7 @@ from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.fileio import atomic_dir, atomic_path
 from espnet_allinone.quant import PACKED_FORMAT, QuantizedWeight, pack_state, unpack_state
-from espnet_allinone.subnet import FULL_PRECISION, Subnet, SubnetSpec
+from espnet_allinone.subnet import FULL_PRECISION, Subnet
 
 # Config entries naming files the model needs at construction or decoding time.
 FILE_ENTRIES = (("normalize_conf", "stats_file"), ("bpemodel",))
@@ -71,7 +71,7 @@ def _stock_conf(conf: Optional[Dict], cls: type) -> Dict:
     return {k: v for k, v in (conf or {}).items() if k in accepted}
 
 
-def stock_config(train_config: Dict, model, subnet: Union[str, SubnetSpec]) -> Dict:
+def stock_config(train_config: Dict, model, subnet: Union[str, Subnet]) -> Dict:
     """The stock ESPnet training config of one subnet.
 
     ``encoder: allinone_conformer`` becomes ``conformer`` with the subnet's
@@ -223,7 +223,7 @@ def _write_yaml(config: Dict, path: Path):
 
 
 def export_stock(
-    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path],
+    model, train_config: Dict, subnet: Union[str, Subnet], out_dir: Union[str, Path],
     allow_untrained: bool = False,
 ) -> Path:
     """Write ``out_dir/config.yaml`` and ``out_dir/model.pth`` of the stock subnet model.
@@ -242,7 +242,7 @@ def export_stock(
 
 
 def export_packed(
-    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path],
+    model, train_config: Dict, subnet: Union[str, Subnet], out_dir: Union[str, Path],
     allow_untrained: bool = False,
 ) -> Path:
     """Write the low-bit artifact of a subnet to ``out_dir``.
@@ -292,7 +292,7 @@ class PackedSize:
         return self.bound_bytes / self.packed_bytes
 
 
-def packed_size(encoder, spec: SubnetSpec, packed_dir: Union[str, Path]) -> PackedSize:
+def packed_size(encoder, spec: Subnet, packed_dir: Union[str, Path]) -> PackedSize:
     """Size accounting of ``packed_dir/encoder.packed`` (written by :func:`export_packed`)."""
     return PackedSize(
         packed_bytes=(Path(packed_dir) / "encoder.packed").stat().st_size,

@@ -37,15 +37,15 @@ from espnet_allinone.ctc_search import (  # noqa: F401 (CTCLexiconDecoder: publi
     ctc_greedy_tokens,
 )
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
-from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.subnet import Subnet
 
 # ESPnet's own, captured before install() replaces the module's names
 _STOCK = {name: getattr(_stock, name) for name in ("Speech2Text", "inference", "get_parser")}
 _CALL_OPTIONS: contextvars.ContextVar[Dict] = contextvars.ContextVar("allinone_decode", default={})
 
 
-def select_subnet(asr_model, subnet: Union[None, str, SubnetSpec],
-                  allow_untrained: bool = False) -> Optional[SubnetSpec]:
+def select_subnet(asr_model, subnet: Union[None, str, Subnet],
+                  allow_untrained: bool = False) -> Optional[Subnet]:
     """Choose the subnet an ASR model's encoder computes (None = its largest).
 
     A subnet that computes with never-trained state is refused unless ``allow_untrained``

@@ -26,7 +26,7 @@ from typeguard import typechecked
 from espnet_allinone.compat import frontend_autocast, make_pad_mask
 from espnet_allinone.encoders.abs_allinone import is_allinone_encoder
 from espnet_allinone.signature import extend_signature
-from espnet_allinone.subnet import LayerwiseSpec, SubnetSpace, SubnetSpec
+from espnet_allinone.subnet import Subnet, SubnetSpace
 
 ATTRIBUTES = ("depth", "width", "bits")
 
@@ -108,9 +108,9 @@ def _kl(ref_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> t
     return kl.masked_fill(~mask, 0.0).sum()
 
 
-def _stats_name(spec) -> str:
-    """The stats key suffix of a subnet: its name; ``layerwise`` for every layer-wise draw (one key)."""
-    return "layerwise" if isinstance(spec, LayerwiseSpec) else str(spec)
+def _stats_name(spec: Subnet, space: SubnetSpace) -> str:
+    """The stats key suffix of a subnet: its name; ``layerwise`` for every draw outside the space (one key)."""
+    return str(spec) if spec in space.subnets else "layerwise"
 
 
 class AllInOneASRModel(ESPnetASRModel):
@@ -187,7 +187,7 @@ class AllInOneASRModel(ESPnetASRModel):
         self.num_random_subnets = num_random_subnets
         self.use_kl = use_kl
         self._lam1, self._lam2 = lam1, lam2
-        self.lambdas: Dict[SubnetSpec, Tuple[float, float]] = {s: self.lambdas_of(s) for s in self.encoder.subnet_space}
+        self.lambdas: Dict[Subnet, Tuple[float, float]] = {s: self.lambdas_of(s) for s in self.encoder.subnet_space}
         self._said_never_trained = set()  # subnets validation has warned about
         self._never_trained: Optional[Dict] = None  # {subnet: never_trained parts} of the evaluation pass
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -200,7 +200,7 @@ class AllInOneASRModel(ESPnetASRModel):
         return (min((self._lam1[a] for a in attrs), default=1.0),
                 min((self._lam2[a] for a in attrs), default=0.0) if self.use_kl else 0.0)
 
-    def subnets_for_step(self) -> List[SubnetSpec]:
+    def subnets_for_step(self) -> List[Subnet]:
         """The subnets one forward computes, the largest first.
 
         In training they are drawn with Python's ``random`` (which ESPnet seeds with
@@ -215,7 +215,7 @@ class AllInOneASRModel(ESPnetASRModel):
             return list(space)
         return self._as_on_rank0(space.sample(self.subnet_sampling, self.num_random_subnets, random))
 
-    def _trained_subnets(self, subnets: List[SubnetSpec]) -> List[SubnetSpec]:
+    def _trained_subnets(self, subnets: List[Subnet]) -> List[Subnet]:
         """The subnets an evaluation forward (ESPnet's validation) computes: those whose step sizes
         and BatchNorm statistics training has set. One that training has not run yet (or never will:
         ``num_random_subnets: 0``) is left out, its stats None, with a warning the first time.
@@ -243,7 +243,7 @@ class AllInOneASRModel(ESPnetASRModel):
         self._never_trained = None
         return super().train(mode)
 
-    def _as_on_rank0(self, subnets: List[SubnetSpec]) -> List[SubnetSpec]:
+    def _as_on_rank0(self, subnets: List[Subnet]) -> List[Subnet]:
         """``subnets`` as drawn on rank 0 (one broadcast of a few integers per step)."""
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -258,7 +258,7 @@ class AllInOneASRModel(ESPnetASRModel):
         out = []
         for row in rows.tolist():
             pairs = row[1: 1 + 2 * row[0]]
-            out.append(space.get(LayerwiseSpec(tuple(zip(pairs[0::2], pairs[1::2])))))
+            out.append(space.get(Subnet(tuple(zip(pairs[0::2], pairs[1::2])))))
         return out
 
     def encoder_input(
@@ -324,7 +324,7 @@ class AllInOneASRModel(ESPnetASRModel):
                 loss, sub_stats, outs = self._subnet_forward(
                     feats, feats_lengths, text, text_lengths, **kwargs
                 )
-                name = _stats_name(spec)
+                name = _stats_name(spec, space)
                 for k in SUBNET_STATS:
                     stats[f"{k}_{name}"] = sub_stats.get(k)
                 parts.append((name, loss.detach()))
@@ -483,9 +483,9 @@ class AllInOneASRModel(ESPnetASRModel):
             )
         return result
 
-    @staticmethod
-    def _mean_of(stats, key: str, subnets: List[SubnetSpec]) -> Optional[torch.Tensor]:
-        values = [stats[f"{key}_{_stats_name(s)}"] for s in subnets if stats[f"{key}_{_stats_name(s)}"] is not None]
+    def _mean_of(self, stats, key: str, subnets: List[Subnet]) -> Optional[torch.Tensor]:
+        names = [_stats_name(s, self.encoder.subnet_space) for s in subnets]
+        values = [stats[f"{key}_{n}"] for n in names if stats[f"{key}_{n}"] is not None]
         if not values:
             return None
         return torch.stack([torch.as_tensor(v, dtype=torch.float) for v in values]).mean()

@@ -53,7 +53,7 @@ from espnet_allinone.data.audio import frontend_min_samples, sample_rate
 from espnet_allinone.export import build_stock_model, padded_shapes, stock_config, subnet_weights
 from espnet_allinone.fileio import atomic_path
 from espnet_allinone.quant import QuantizedWeight
-from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.subnet import Subnet
 
 FRONTEND, DECODER, DECODER_MEMORY, CONFIG = "frontend.onnx", "decoder.onnx", "decoder_memory.onnx", "config.yaml"
 ENCODER = {"float": "encoder_ctc.onnx", "int8": "encoder_ctc.int8.onnx", "int4": "encoder_ctc.int4.onnx"}
@@ -279,7 +279,7 @@ def _token_list(train_config: Dict) -> List[str]:
 
 @torch.no_grad()
 def export_onnx(
-    model, train_config: Dict, subnet: Union[str, SubnetSpec], out_dir: Union[str, Path], opset: int = 17,
+    model, train_config: Dict, subnet: Union[str, Subnet], out_dir: Union[str, Path], opset: int = 17,
     allow_untrained: bool = False,
 ) -> Dict[str, Path]:
     """Write the graphs of ``subnet`` (see the module docstring) and ``config.yaml``; returns the paths by
@@ -561,7 +561,7 @@ class GraphSize:
         return self.bound_bytes / self.file_bytes
 
 
-def graph_size(model, subnet: Union[str, SubnetSpec], path: Union[str, Path]) -> GraphSize:
+def graph_size(model, subnet: Union[str, Subnet], path: Union[str, Path]) -> GraphSize:
     """Size accounting of an ``encoder_ctc*.onnx`` file of ``subnet`` of the all-in-one ``model``."""
     ctc = sum(p.numel() for p in model.ctc.parameters()) * 4
     return GraphSize(Path(path).stat().st_size, model.encoder.subnet_size(subnet).bits / 8 + ctc)

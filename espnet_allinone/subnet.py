@@ -7,13 +7,14 @@ intermediate units, weights fake-quantized to 4 bits (``32bit`` = not quantized)
 A layer-wise subnet gives each of its blocks its own FFN width and bit-width:
 ``DEPTH:WIDTHxBITS,WIDTHxBITS,...``, one entry per block, ``*N`` repeating an entry, e.g.
 ``6:576x8,576x8,288x4*4`` (blocks 1-2 at width 576 and 8 bits, blocks 3-6 at 288 and 4 bits).
-The subsampling runs at the first block's bit-width. A layer-wise subnet whose blocks are
-all alike is the uniform subnet of that name (the canonical form: :func:`parse_subnet`).
+The subsampling runs at the first block's bit-width. A layer-wise name whose blocks are all
+alike names the uniform subnet.
 
 This module is the one place where such names are parsed and formatted; everything
-downstream receives a :class:`SubnetSpec` or a :class:`LayerwiseSpec`.
+downstream receives a :class:`Subnet`.
 """
 
+import functools
 import itertools
 import random
 import re
@@ -41,75 +42,49 @@ def check_bits(bits: int) -> int:
     return bits
 
 
-@dataclass(frozen=True, order=True)
-class SubnetSpec:
-    """One nested system: ``depth`` blocks, FFN ``width`` units, ``bits`` per weight."""
-
-    depth: int
-    width: int
-    bits: int
-
-    def __post_init__(self):
-        if self.depth < 1 or self.width < 1:
-            raise ValueError(f"depth and width must be positive: {self!r}")
-        check_bits(self.bits)
-
-    @classmethod
-    def parse(cls, name: Union[str, "SubnetSpec"]) -> "SubnetSpec":
-        """Parse ``"12-1024-4bit"``; a SubnetSpec is returned unchanged."""
-        if isinstance(name, SubnetSpec):
-            return name
-        m = _NAME_RE.match(str(name))
-        if m is None:
-            raise ValueError(
-                f"malformed subnet name {name!r}: expected DEPTH-WIDTH-BITSbit, "
-                "e.g. '12-1024-4bit' ('32bit' = not quantized)"
-            )
-        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-
-    @property
-    def name(self) -> str:
-        return f"{self.depth}-{self.width}-{self.bits}bit"
-
-    @property
-    def quantized(self) -> bool:
-        return self.bits != FULL_PRECISION
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def blocks(self) -> Tuple[Tuple[int, int], ...]:
-        """(width, bits) of each of the ``depth`` blocks."""
-        return ((self.width, self.bits),) * self.depth
-
-    @property
-    def front_bits(self) -> int:
-        """Bit-width of the layers before the blocks (the subsampling)."""
-        return self.bits
-
-
+@functools.total_ordering
 @dataclass(frozen=True)
-class LayerwiseSpec:
-    """A subnet with its own (FFN width, bits) per block: ``blocks[i]`` for block i + 1.
+class Subnet:
+    """One nested system: the (FFN width, bits) of each of its ``depth`` blocks, ``blocks[i]`` for
+    block i + 1 (the encoder's first ``depth`` blocks run).
 
-    ``depth`` is ``len(blocks)``; ``width`` and ``bits`` are the largest over the blocks (the
-    stock encoder that holds it); the subsampling runs at ``front_bits``, the first block's.
+    A uniform subnet (every block alike, :meth:`uniform`) is named ``DEPTH-WIDTH-BITSbit``; any other
+    ``DEPTH:WIDTHxBITS,...`` (:attr:`name`). ``width`` and ``bits`` are the largest over the blocks
+    (the stock encoder that holds it); the subsampling runs at ``front_bits``, the first block's.
+    Ordered by (depth, width, bits), then blocks: sorting a space puts the largest last.
     """
 
     blocks: Tuple[Tuple[int, int], ...]
 
     def __post_init__(self):
         if not self.blocks:
-            raise ValueError("a layer-wise subnet needs at least one block")
+            raise ValueError("a subnet needs at least one block")
         for width, bits in self.blocks:
             if width < 1:
                 raise ValueError(f"block width must be positive: {width}")
             check_bits(bits)
 
     @classmethod
-    def parse(cls, name: str) -> "LayerwiseSpec":
-        """Parse ``"6:576x8,576x8,288x4*4"`` (``*N``: N blocks alike)."""
+    def uniform(cls, depth: int, width: int, bits: int) -> "Subnet":
+        """``depth`` blocks at FFN ``width`` and ``bits`` each: ``DEPTH-WIDTH-BITSbit``."""
+        if depth < 1 or width < 1:
+            raise ValueError(f"depth and width must be positive: {depth}-{width}-{bits}bit")
+        return cls(((width, bits),) * depth)
+
+    @classmethod
+    def parse(cls, name: Union[str, "Subnet"]) -> "Subnet":
+        """Parse ``"12-1024-4bit"`` or ``"6:576x8,576x8,288x4*4"`` (``*N``: N blocks alike); a Subnet
+        is returned unchanged. A layer-wise name whose blocks are all alike is that uniform subnet."""
+        if isinstance(name, Subnet):
+            return name
+        if ":" not in str(name):
+            m = _NAME_RE.match(str(name))
+            if m is None:
+                raise ValueError(
+                    f"malformed subnet name {name!r}: expected DEPTH-WIDTH-BITSbit, "
+                    "e.g. '12-1024-4bit' ('32bit' = not quantized), or DEPTH:WIDTHxBITS,... per block"
+                )
+            return cls.uniform(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         m = _LAYERWISE_RE.match(str(name))
         syntax = ("expected DEPTH:WIDTHxBITS,WIDTHxBITS,... with one entry per block (*N repeats one), "
                   "e.g. '6:576x8,576x8,288x4*4'")
@@ -139,6 +114,7 @@ class LayerwiseSpec:
 
     @property
     def front_bits(self) -> int:
+        """Bit-width of the layers before the blocks (the subsampling): the first block's."""
         return self.blocks[0][1]
 
     @property
@@ -146,29 +122,30 @@ class LayerwiseSpec:
         return any(b != FULL_PRECISION for _, b in self.blocks)
 
     @property
-    def uniform(self) -> Optional[SubnetSpec]:
-        """The uniform subnet it equals, if its blocks are all alike; else None."""
-        return SubnetSpec(self.depth, *self.blocks[0]) if len(set(self.blocks)) == 1 else None
+    def is_uniform(self) -> bool:
+        """Whether every block has the same (width, bits)."""
+        return len(set(self.blocks)) == 1
 
     @property
     def name(self) -> str:
+        if self.is_uniform:
+            return f"{self.depth}-{self.width}-{self.bits}bit"
         runs = [(block, len(list(group))) for block, group in itertools.groupby(self.blocks)]
         return f"{self.depth}:" + ",".join(f"{w}x{b}" + (f"*{n}" if n > 1 else "") for (w, b), n in runs)
 
     def __str__(self) -> str:
         return self.name
 
+    def __repr__(self) -> str:
+        return f"Subnet({self.name!r})"
 
-Subnet = Union[SubnetSpec, LayerwiseSpec]
+    def _key(self) -> Tuple:
+        return (self.depth, self.width, self.bits, self.blocks)
 
-
-def parse_subnet(name: Union[str, SubnetSpec, LayerwiseSpec]) -> Subnet:
-    """A uniform (``DEPTH-WIDTH-BITSbit``) or layer-wise (``DEPTH:WxB,...``) name as its spec; specs are
-    returned unchanged. A layer-wise name is kept layer-wise even if its blocks are alike (see
-    :meth:`SubnetSpace.get` for the canonical form)."""
-    if isinstance(name, (SubnetSpec, LayerwiseSpec)):
-        return name
-    return LayerwiseSpec.parse(name) if ":" in str(name) else SubnetSpec.parse(name)
+    def __lt__(self, other: "Subnet") -> bool:
+        if not isinstance(other, Subnet):
+            return NotImplemented
+        return self._key() < other._key()
 
 
 class SubnetSpace:
@@ -186,7 +163,7 @@ class SubnetSpace:
 
     def __init__(
         self,
-        subnets: Optional[Sequence[Union[str, SubnetSpec]]] = None,
+        subnets: Optional[Sequence[Union[str, Subnet]]] = None,
         depths: Optional[Sequence[int]] = None,
         widths: Optional[Sequence[int]] = None,
         bits: Optional[Sequence[int]] = None,
@@ -196,7 +173,10 @@ class SubnetSpace:
         if subnets is not None:
             if depths or widths or bits:
                 raise ValueError("give either `subnets` or depths/widths/bits, not both")
-            specs = [SubnetSpec.parse(s) for s in subnets]
+            specs = [Subnet.parse(s) for s in subnets]
+            layerwise = [str(s) for s in specs if not s.is_uniform]
+            if layerwise:
+                raise ValueError(f"a subnet space holds uniform subnets (DEPTH-WIDTH-BITSbit): {layerwise}")
         else:
             depths = list(depths or [num_blocks])
             widths = list(widths or [linear_units])
@@ -204,12 +184,12 @@ class SubnetSpace:
             if None in depths or None in widths:
                 raise ValueError("depths/widths need num_blocks/linear_units defaults")
             specs = [
-                SubnetSpec(d, w, b) for d, w, b in itertools.product(depths, widths, bits)
+                Subnet.uniform(d, w, b) for d, w, b in itertools.product(depths, widths, bits)
             ]
         if not specs:
             raise ValueError("a subnet space needs at least one subnet")
         # Sorted largest first; duplicates removed.
-        self.subnets: Tuple[SubnetSpec, ...] = tuple(sorted(set(specs), reverse=True))
+        self.subnets: Tuple[Subnet, ...] = tuple(sorted(set(specs), reverse=True))
         for s in self.subnets:
             if num_blocks is not None and s.depth > num_blocks:
                 raise ValueError(
@@ -219,7 +199,7 @@ class SubnetSpace:
                 raise ValueError(
                     f"subnet {s} is wider than the encoder (linear_units={linear_units})"
                 )
-        top = SubnetSpec(
+        top = Subnet.uniform(
             max(s.depth for s in self.subnets),
             max(s.width for s in self.subnets),
             max(s.bits for s in self.subnets),
@@ -238,10 +218,10 @@ class SubnetSpace:
         return [s.name for s in self.subnets]
 
     @property
-    def float_baseline(self) -> SubnetSpec:
+    def float_baseline(self) -> Subnet:
         """The uncompressed system the subnets are compared with: the largest depth and
         width at 32 bits (e.g. ``12-2048-32bit``; it need not be in the space)."""
-        return SubnetSpec(self.largest.depth, self.largest.width, FULL_PRECISION)
+        return Subnet.uniform(self.largest.depth, self.largest.width, FULL_PRECISION)
 
     def __len__(self) -> int:
         return len(self.subnets)
@@ -251,43 +231,34 @@ class SubnetSpace:
 
     def __contains__(self, spec) -> bool:
         try:
-            return SubnetSpec.parse(spec) in self.subnets
+            return Subnet.parse(spec) in self.subnets
         except ValueError:
             return False
 
     def __repr__(self) -> str:
         return f"SubnetSpace({self.names})"
 
-    def get(self, subnet: Union[None, str, SubnetSpec, LayerwiseSpec]) -> Subnet:
+    def get(self, subnet: Union[None, str, Subnet]) -> Subnet:
         """Parse and validate ``subnet`` (None = the largest); ValueError lists the space.
 
-        A layer-wise subnet is valid when it fits the encoder (depth <= num_blocks, widths <=
-        linear_units) and every block's bit-width is one of the space's (the trained step sizes);
-        whether its blocks' BatchNorm statistics exist is the encoder's check. One whose blocks are
-        alike and that is in the space comes back as the uniform spec (the canonical form).
+        A ``DEPTH-WIDTH-BITSbit`` name must be a subnet of the space. A layer-wise name or a
+        :class:`Subnet` outside the space is valid when it fits the encoder (depth <= num_blocks,
+        widths <= linear_units) and every block's bit-width is one of the space's (the trained step
+        sizes); whether its blocks' BatchNorm statistics exist is the encoder's check.
         """
         if subnet is None:
             return self.largest
         try:
-            spec = parse_subnet(subnet)
+            spec = Subnet.parse(subnet)
         except ValueError as e:
             raise ValueError(f"{e}; valid subnets: {', '.join(self.names)}") from None
-        if isinstance(spec, LayerwiseSpec):
-            return self._layerwise(spec)
-        if spec not in self.subnets:
+        if spec in self.subnets:
+            return spec
+        if isinstance(subnet, str) and ":" not in subnet:
             raise ValueError(
                 f"subnet {spec} is not in this model's subnet space; "
                 f"valid subnets: {', '.join(self.names)}"
             )
-        return spec
-
-    @property
-    def bit_widths(self) -> List[int]:
-        return sorted({s.bits for s in self.subnets})
-
-    def _layerwise(self, spec: LayerwiseSpec) -> Subnet:
-        if spec.uniform is not None and spec.uniform in self.subnets:
-            return spec.uniform
         problems = []
         if self.num_blocks is not None and spec.depth > self.num_blocks:
             problems.append(f"depth {spec.depth} > num_blocks {self.num_blocks}")
@@ -301,9 +272,13 @@ class SubnetSpace:
             raise ValueError(f"layer-wise subnet {spec} does not fit this model: {'; '.join(problems)}")
         return spec
 
+    @property
+    def bit_widths(self) -> List[int]:
+        return sorted({s.bits for s in self.subnets})
+
     def sample(
         self, strategy: str = "sandwich", num_random: int = 1, rng: Optional[random.Random] = None
-    ) -> List[SubnetSpec]:
+    ) -> List[Subnet]:
         """Subnets to train in one step, the largest first.
 
         ``all``: every subnet. ``sandwich``: largest + smallest + ``num_random``
@@ -325,15 +300,15 @@ class SubnetSpace:
         rng = rng or random
         pairs = sorted({(s.width, s.bits) for s in self.subnets})
         depth = rng.choice(sorted({s.depth for s in self.subnets}))
-        return self.get(LayerwiseSpec(tuple(rng.choice(pairs) for _ in range(depth))))
+        return self.get(Subnet(tuple(rng.choice(pairs) for _ in range(depth))))
 
-    def sandwich_draws(self, num_random: int = 1) -> List[List[SubnetSpec]]:
+    def sandwich_draws(self, num_random: int = 1) -> List[List[Subnet]]:
         """Every list ``sample("sandwich", num_random)`` can return (as sets; all equally
         likely), e.g. to average a per-step cost over the sampling rule."""
         fixed, rest = self._sandwich_parts()
         return [fixed + list(c) for c in itertools.combinations(rest, min(num_random, len(rest)))]
 
-    def _sandwich_parts(self) -> Tuple[List[SubnetSpec], List[SubnetSpec]]:
+    def _sandwich_parts(self) -> Tuple[List[Subnet], List[Subnet]]:
         """(largest [+ smallest], the others), the two parts of a sandwich step."""
         fixed = [self.largest] + ([self.smallest] if self.smallest != self.largest else [])
         return fixed, [s for s in self.subnets if s not in fixed]
@@ -358,7 +333,7 @@ class SubnetSpace:
     @staticmethod
     def names_of_table(table: torch.Tensor) -> List[str]:
         """Subnet names stored by :meth:`table`."""
-        return [SubnetSpec(d, w, b).name for d, w, b in table.float().round().long().tolist()]
+        return [Subnet.uniform(d, w, b).name for d, w, b in table.float().round().long().tolist()]
 
     def attributes_compressed(self, spec: Subnet) -> Iterable[str]:
         """Which attributes (depth/width/bits) ``spec`` reduces w.r.t. the largest (a layer-wise

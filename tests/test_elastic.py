@@ -6,7 +6,7 @@ import torch
 
 from espnet_allinone.elastic import SubnetBatchNorm1d, make_elastic
 from espnet_allinone.quant import pack_state, unpack_state
-from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.subnet import Subnet
 
 
 def _elastic(module, width_axis=None):
@@ -53,7 +53,7 @@ def test_exported_layer_is_stock_and_computes_the_same(name, make, axis, shape, 
 
 
 def test_exported_batchnorm_holds_the_active_subnets_statistics():
-    specs = [SubnetSpec.parse(n) for n in ("3-32-8bit", "3-16-4bit")]
+    specs = [Subnet.parse(n) for n in ("3-32-8bit", "3-16-4bit")]
     bn = SubnetBatchNorm1d.from_batchnorm(torch.nn.BatchNorm1d(6), specs)
     bn.train()
     x = torch.randn(4, 6, 10)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from espnet_allinone.model import LAMBDA_PRESETS
-from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.subnet import Subnet
 from tests.conftest import as_trained, batch, make_encoder, make_model
 
 
@@ -205,7 +205,7 @@ def test_validation_evaluates_every_subnet_and_restores_selection():
     for s in model.encoder.subnet_space:
         assert stats[f"loss_{s}"] is not None and stats[f"acc_{s}"] is not None
         assert stats[f"cer_{s}"] is not None  # ESPnet computes CER in validation
-    assert model.encoder.active_subnet == SubnetSpec(2, 16, 4)
+    assert model.encoder.active_subnet == Subnet.uniform(2, 16, 4)
     assert stats["acc"] == stats["acc_3-32-8bit"]
 
 
@@ -240,8 +240,8 @@ def test_lambda_presets_match_paper_footnotes():
     assert LAMBDA_PRESETS["ssl"][0] == {"depth": 1.0, "width": 1.0, "bits": 1.0}
     assert LAMBDA_PRESETS["ssl"][1] == {"depth": 0.005, "width": 0.1, "bits": 0.1}
     model = make_model(lambda_preset="ssl", lambda2={"width": 0.3})
-    assert model.lambdas[SubnetSpec(3, 16, 8)] == (1.0, 0.3)
-    assert model.lambdas[SubnetSpec(2, 16, 8)] == (1.0, 0.005)  # min over attributes
+    assert model.lambdas[Subnet.uniform(3, 16, 8)] == (1.0, 0.3)
+    assert model.lambdas[Subnet.uniform(2, 16, 8)] == (1.0, 0.005)  # min over attributes
 
 
 def test_checkpoint_round_trip_and_mismatch_errors():
@@ -296,7 +296,7 @@ def test_sandwich_layerwise_draws_fit_the_space():
     assert all(d[0] == space.largest and d[1] == space.smallest and len(d) == 4 for d in draws)
     drawn = [s for d in draws for s in d[2:]]
     assert all(s.depth in {x.depth for x in space} and set(s.blocks) <= pairs for s in drawn)
-    assert any(type(s).__name__ == "LayerwiseSpec" for s in drawn)
+    assert any(type(s).__name__ == "Subnet" for s in drawn)
 
 
 def test_sandwich_layerwise_training_step_learns_through_a_layerwise_subnet():
@@ -306,7 +306,7 @@ def test_sandwich_layerwise_training_step_learns_through_a_layerwise_subnet():
     model = make_model(subnet_sampling="sandwich_layerwise", num_random_subnets=1)
     model.train()
     drawn = model.subnets_for_step()
-    assert type(drawn[2]).__name__ == "LayerwiseSpec"
+    assert type(drawn[2]).__name__ == "Subnet"
     _random.seed(1)  # the forward draws the same
     loss, stats, _ = model(*batch())
     assert torch.isfinite(loss) and stats["loss_layerwise"] is not None and stats["kl_layerwise"] is not None

@@ -51,7 +51,7 @@ def test_separate_system_has_the_subnets_architecture(configs, subnet):
 
 def test_separate_32bit_system_is_the_stock_conformer(configs):
     allinone, baseline, _ = configs
-    conf = bench.separate_config(allinone, baseline, bench.SubnetSpec.parse("4-288-32bit"))
+    conf = bench.separate_config(allinone, baseline, bench.Subnet.parse("4-288-32bit"))
     assert conf["encoder"] == "conformer" and conf["model"] == "espnet"
     assert (conf["encoder_conf"]["num_blocks"], conf["encoder_conf"]["linear_units"]) == (4, 288)
     assert baseline["encoder_conf"]["num_blocks"] == 6  # the baseline config is not modified

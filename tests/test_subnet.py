@@ -2,21 +2,21 @@ import random
 
 import pytest
 
-from espnet_allinone.subnet import SubnetSpace, SubnetSpec
+from espnet_allinone.subnet import Subnet, SubnetSpace
 
 
 @pytest.mark.parametrize(
     "name, spec",
     [
-        ("12-1024-4bit", SubnetSpec(12, 1024, 4)),
-        ("8-2048-32bit", SubnetSpec(8, 2048, 32)),
-        (" 11-2560-6bit ", SubnetSpec(11, 2560, 6)),
-        ("1-1-2bit", SubnetSpec(1, 1, 2)),
+        ("12-1024-4bit", Subnet.uniform(12, 1024, 4)),
+        ("8-2048-32bit", Subnet.uniform(8, 2048, 32)),
+        (" 11-2560-6bit ", Subnet.uniform(11, 2560, 6)),
+        ("1-1-2bit", Subnet.uniform(1, 1, 2)),
     ],
 )
 def test_parse_and_format_round_trip(name, spec):
-    assert SubnetSpec.parse(name) == spec
-    assert SubnetSpec.parse(spec.name) == spec
+    assert Subnet.parse(name) == spec
+    assert Subnet.parse(spec.name) == spec
     assert str(spec) == name.strip()
     assert spec.quantized == (spec.bits != 32)
 
@@ -26,20 +26,20 @@ def test_parse_and_format_round_trip(name, spec):
 )
 def test_malformed_names_raise(bad):
     with pytest.raises(ValueError):
-        SubnetSpec.parse(bad)
+        Subnet.parse(bad)
 
 
 @pytest.mark.parametrize("bits", [0, 1, 9, 16, 31, 33])
 def test_unsupported_bits_raise(bits):
     with pytest.raises(ValueError, match="bit-width"):
-        SubnetSpec(12, 1024, bits)
+        Subnet.uniform(12, 1024, bits)
 
 
 def test_grid_space_order_largest_smallest():
     space = SubnetSpace(depths=[8, 12], widths=[1024, 2048], bits=[4, 8])
     assert len(space) == 8
-    assert space.largest == SubnetSpec(12, 2048, 8)
-    assert space.smallest == SubnetSpec(8, 1024, 4)
+    assert space.largest == Subnet.uniform(12, 2048, 8)
+    assert space.smallest == Subnet.uniform(8, 1024, 4)
     assert space.names[0] == "12-2048-8bit"
     assert "8-1024-4bit" in space and "8-1024-32bit" not in space
 
@@ -51,8 +51,8 @@ def test_grid_defaults_from_encoder_size():
 
 def test_explicit_list_and_validation_messages():
     space = SubnetSpace(["12-2048-8bit", "8-1024-4bit"], num_blocks=12, linear_units=2048)
-    assert space.get(None) == SubnetSpec(12, 2048, 8)
-    assert space.get("8-1024-4bit") == SubnetSpec(8, 1024, 4)
+    assert space.get(None) == Subnet.uniform(12, 2048, 8)
+    assert space.get("8-1024-4bit") == Subnet.uniform(8, 1024, 4)
     with pytest.raises(ValueError, match="valid subnets: 12-2048-8bit, 8-1024-4bit"):
         space.get("8-2048-4bit")
     with pytest.raises(ValueError, match="valid subnets: 12-2048-8bit, 8-1024-4bit"):
@@ -102,7 +102,7 @@ def test_sandwich_draws_are_what_sampling_can_return(num_random):
     assert sampled == {frozenset(d) for d in draws}
     assert len(draws) == len({frozenset(d) for d in draws})  # each draw once
     assert all(d[:2] == [space.largest, space.smallest] for d in draws)
-    assert SubnetSpace(["6-256-32bit"]).sandwich_draws(num_random) == [[SubnetSpec.parse("6-256-32bit")]]
+    assert SubnetSpace(["6-256-32bit"]).sandwich_draws(num_random) == [[Subnet.parse("6-256-32bit")]]
 
 def test_sampling_single_subnet_space():
     space = SubnetSpace(["6-256-32bit"])
@@ -111,8 +111,8 @@ def test_sampling_single_subnet_space():
 
 def test_attributes_compressed():
     space = SubnetSpace(depths=[8, 12], widths=[1024, 2048], bits=[4, 8])
-    assert list(space.attributes_compressed(SubnetSpec(12, 2048, 8))) == []
-    assert list(space.attributes_compressed(SubnetSpec(8, 2048, 4))) == ["depth", "bits"]
+    assert list(space.attributes_compressed(Subnet.uniform(12, 2048, 8))) == []
+    assert list(space.attributes_compressed(Subnet.uniform(8, 2048, 4))) == ["depth", "bits"]
 
 
 @pytest.mark.parametrize(
@@ -124,4 +124,28 @@ def test_attributes_compressed():
 )
 def test_float_baseline_is_the_largest_shape_at_32_bits(kwargs, want):
     space = SubnetSpace(**kwargs)
-    assert space.float_baseline == SubnetSpec.parse(want)
+    assert space.float_baseline == Subnet.parse(want)
+
+
+def test_one_subnet_type_uniform_is_a_constructor_and_a_property():
+    uniform = Subnet.uniform(6, 576, 8)
+    assert uniform.is_uniform and uniform.blocks == ((576, 8),) * 6
+    assert Subnet.parse("6:576x8*6") == uniform and Subnet.parse("6:576x8*6").name == "6-576-8bit"
+    mixed = Subnet.parse("6:576x8,576x8,288x4*4")
+    assert not mixed.is_uniform and (mixed.depth, mixed.width, mixed.bits, mixed.front_bits) == (6, 576, 8, 8)
+    assert mixed.name == "6:576x8*2,288x4*4" and Subnet.parse(mixed.name) == mixed
+    # ordered by (depth, width, bits), then blocks
+    assert sorted([mixed, Subnet.uniform(6, 288, 4), Subnet.uniform(4, 576, 8)]) == [
+        Subnet.uniform(4, 576, 8), Subnet.uniform(6, 288, 4), mixed]
+
+
+def test_space_names_are_uniform_and_get_checks_names_strictly():
+    with pytest.raises(ValueError, match="holds uniform subnets"):
+        SubnetSpace(["6-576-8bit", "6:576x8,288x4*5"])
+    space = SubnetSpace(["6-576-8bit", "4-288-4bit"], num_blocks=6, linear_units=576)
+    with pytest.raises(ValueError, match="not in this model's subnet space"):
+        space.get("6-288-4bit")  # a uniform name must be one of the space
+    assert space.get("6:288x4*6") == Subnet.uniform(6, 288, 4)  # a layer-wise name that fits
+    assert space.get(Subnet.uniform(6, 288, 4)) == Subnet.uniform(6, 288, 4)  # so does a Subnet
+    with pytest.raises(ValueError, match=r"does not fit this model: depth 7 > num_blocks 6"):
+        space.get("7:288x4*7")

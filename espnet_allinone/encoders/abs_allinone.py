@@ -22,7 +22,7 @@ from espnet_allinone.elastic import (
     sort_units,
 )
 from espnet_allinone.sharing import PrefixSharing
-from espnet_allinone.subnet import FULL_PRECISION, LayerwiseSpec, Subnet, SubnetSpace, SubnetSpec, parse_subnet
+from espnet_allinone.subnet import FULL_PRECISION, Subnet, SubnetSpace
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,10 @@ def compression_ratio(reference: SubnetSize, subnet: SubnetSize, storage: bool =
 
 
 def recalibrated_key(spec: Subnet, block: int) -> Optional[str]:
-    """Key of the BatchNorm statistics recalibrated for a layer-wise subnet at block ``block`` (0-based):
-    they depend on the (width, bits) of blocks 1..block+1 (the subsampling runs at the first's bits),
-    so subnets sharing that prefix share them. None for a uniform subnet (its statistics are trained)."""
-    if not isinstance(spec, LayerwiseSpec) or block >= spec.depth:
+    """Key of the BatchNorm statistics recalibrated for a subnet outside the space (a layer-wise one) at
+    block ``block`` (0-based): they depend on the (width, bits) of blocks 1..block+1 (the subsampling runs
+    at the first's bits), so subnets sharing that prefix share them. None past the subnet's depth."""
+    if block >= spec.depth:
         return None
     return "p" + "_".join(f"{w}x{b}" for w, b in spec.blocks[: block + 1])
 
@@ -176,7 +176,7 @@ class AllInOneEncoderMixin:
         """The stack of blocks whose first ``depth`` run."""
         raise NotImplementedError
 
-    def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
+    def subnet_modules(self, spec: Subnet) -> Iterable[torch.nn.Module]:
         """The units of storage the subnet ``spec`` computes with (see :func:`measure`)."""
         raise NotImplementedError
 
@@ -191,7 +191,7 @@ class AllInOneEncoderMixin:
         return self.sharing.step()
 
     @property
-    def active_subnet(self) -> SubnetSpec:
+    def active_subnet(self) -> Subnet:
         return self._active_subnet
 
     def _configure(self, spec: Subnet, batchnorm: bool = True):
@@ -206,8 +206,9 @@ class AllInOneEncoderMixin:
             if isinstance(m, ElasticWeight):
                 m.set_active(width if m.width_axis else None, bits)
             elif batchnorm and isinstance(m, SubnetBatchNorm1d):
-                own = recalibrated_key(spec, i) if i is not None else None
-                key = SubnetBatchNorm1d.stats_key(SubnetSpec(spec.depth, width, bits))
+                # a subnet of the space uses its trained statistics; one outside them recalibrated
+                own = recalibrated_key(spec, i) if i is not None and spec not in self.subnet_space.subnets else None
+                key = SubnetBatchNorm1d.stats_key(Subnet.uniform(spec.depth, width, bits))
                 if own in m.stats_keys:  # recalibrated for this subnet's blocks 1..i
                     key = own
                 elif key not in m.stats_keys:
@@ -241,7 +242,7 @@ class AllInOneEncoderMixin:
         return spec
 
     @contextlib.contextmanager
-    def using_subnet(self, subnet: Union[None, str, SubnetSpec]):
+    def using_subnet(self, subnet: Union[None, str, Subnet]):
         """Context manager: run ``subnet``, then restore the previously active one."""
         previous = self._active_subnet
         try:
@@ -249,7 +250,7 @@ class AllInOneEncoderMixin:
         finally:
             self.set_subnet(previous)
 
-    def subnet_size(self, subnet: Union[None, str, SubnetSpec] = None) -> SubnetSize:
+    def subnet_size(self, subnet: Union[None, str, Subnet] = None) -> SubnetSize:
         """Parameters and storage of ``subnet``'s encoder (None = the largest).
 
         ``subnet`` may also be an architecture outside the space that fits the
@@ -260,7 +261,7 @@ class AllInOneEncoderMixin:
             spec = self.subnet_space.get(subnet)
         except ValueError as e:  # outside the space: counted if it fits
             try:
-                spec = parse_subnet(subnet)
+                spec = Subnet.parse(subnet)
             except ValueError:
                 raise e from None
         previous = self._active_subnet
@@ -338,7 +339,7 @@ class AllInOneEncoderMixin:
         spec = self.subnet_space.get(subnet)
         blocks = list(self.elastic_layers._modules.values())[: spec.depth]
         norms = []
-        if isinstance(spec, LayerwiseSpec):
+        if spec not in self.subnet_space.subnets:
             for i, block in enumerate(blocks):
                 for m in block.modules():
                     if isinstance(m, SubnetBatchNorm1d):
@@ -377,7 +378,7 @@ class AllInOneEncoderMixin:
         return n
 
     def compression_ratio(
-        self, subnet: Union[None, str, SubnetSpec] = None, storage: bool = False
+        self, subnet: Union[None, str, Subnet] = None, storage: bool = False
     ) -> float:
         """:func:`compression_ratio` of ``subnet`` against the float largest encoder."""
         reference = self.subnet_size(self.subnet_space.largest)

@@ -12,7 +12,7 @@ from espnet_allinone.elastic import ElasticDepth, ElasticWeight, SubnetBatchNorm
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin, check_ffn_order
 from espnet_allinone.sharing import PrefixSequential, active_configuration
 from espnet_allinone.signature import extend_signature
-from espnet_allinone.subnet import SubnetSpace, SubnetSpec
+from espnet_allinone.subnet import Subnet, SubnetSpace
 
 
 class ElasticMultiSequential(ElasticDepth, MultiSequential):
@@ -144,7 +144,7 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
     def elastic_layers(self) -> "ElasticMultiSequential":
         return self.encoders
 
-    def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
+    def subnet_modules(self, spec: Subnet) -> Iterable[torch.nn.Module]:
         yield self.embed
         yield from list(self.encoders._modules.values())[: spec.depth]
         if self.normalize_before:

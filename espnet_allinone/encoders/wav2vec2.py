@@ -15,7 +15,7 @@ from typeguard import typechecked
 
 from espnet_allinone.elastic import ElasticModuleList
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin, check_ffn_order
-from espnet_allinone.subnet import SubnetSpace, SubnetSpec
+from espnet_allinone.subnet import Subnet, SubnetSpace
 
 
 def load_wav2vec2(name_or_dir: str, weights: bool = True, **config_overrides: Any):
@@ -190,7 +190,7 @@ class AllInOneWav2Vec2Encoder(AllInOneEncoderMixin, AbsEncoder):
     def elastic_layers(self) -> ElasticModuleList:
         return self.wav2vec2.encoder.layers
 
-    def subnet_modules(self, spec: SubnetSpec) -> Iterable[torch.nn.Module]:
+    def subnet_modules(self, spec: Subnet) -> Iterable[torch.nn.Module]:
         # masked_spec_embed (training-time masking only) is not part of any subnet
         w2v = self.wav2vec2
         yield w2v.feature_extractor

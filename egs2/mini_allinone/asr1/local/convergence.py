@@ -28,7 +28,7 @@ from typing import Dict, List
 
 import yaml
 
-from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.subnet import Subnet
 from espnet_allinone.train_log import epoch_results, timespan_seconds, train_logs
 
 
@@ -74,9 +74,9 @@ def curve(exp: Path) -> List[Dict[str, float]]:
                    lr=float("nan"),
                    acc_mean=float(valid.get("acc_mean", "nan")))
         if subnets:
-            # SubnetSpec orders by (depth, width, bits): the grid's largest and smallest
-            largest = max(subnets, key=SubnetSpec.parse)
-            smallest = min(subnets, key=SubnetSpec.parse)
+            # Subnet orders by (depth, width, bits): the grid's largest and smallest
+            largest = max(subnets, key=Subnet.parse)
+            smallest = min(subnets, key=Subnet.parse)
             row.update(largest=largest, smallest=smallest)
             for tag, s in (("largest", largest), ("smallest", smallest)):
                 row[f"cer_ctc_{tag}"] = 100 * float(valid.get(f"cer_ctc_{s}", "nan"))
