@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from espnet_allinone.elastic import ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
-from tests.conftest import IDIM, TINY, as_trained, batch, make_encoder
+from tests.conftest import ADIM, IDIM, TINY, as_trained, batch, make_encoder
 
 CONFIGS = [
     dict(),
@@ -272,6 +272,28 @@ def test_sharing_prefixes_same_outputs_and_less_compute(conf):
     assert calls.count(("embed",)) == 2
     assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3
     assert not enc.sharing.in_step  # the memo lives only inside the context
+
+
+def test_sharing_with_intermediate_ctc_conditioning_is_exact():
+    """The conditioning between blocks is a function of the prefix (the shared CTC and conditioning
+    layer on its output): a step shares the blocks after it too, and every output is the subnet's alone."""
+    enc = as_trained(make_encoder(interctc_layer_idx=[1, 2], interctc_use_conditioning=True)).eval()
+    ctc = CTC(10, ADIM)
+    enc.conditioning_layer = torch.nn.Linear(10, ADIM)  # as ESPnetASRModel sets it
+    x, xl, _, _ = batch()
+    calls = _block_calls(enc)
+    with torch.no_grad():
+        alone = {}
+        for spec in enc.subnet_space:
+            enc.set_subnet(spec)
+            alone[spec] = _outputs(enc(x, xl, ctc=ctc))
+        calls.clear()
+        with enc.sharing_prefixes():
+            for spec in enc.subnet_space:
+                enc.set_subnet(spec)
+                got = _outputs(enc(x, xl, ctc=ctc))
+                assert all(torch.equal(g, w) for g, w in zip(got, alone[spec])) and len(got) == len(alone[spec])
+    assert sum(c[0] == "block" for c in calls) == 2 * 2 * 3  # once per (width, bits) prefix
 
 
 def test_sharing_in_training_draws_each_shared_dropout_mask_once():
