@@ -467,9 +467,9 @@ def results_lines(title: str, method: str, decoded: Sequence[Candidate], chosen:
 @typechecked
 def run_search(
     asr_train_config: Union[str, Path], asr_model_file: Union[str, Path], data_dir: Union[str, Path],
-    budget: Union[str, Sequence[Union[str, Budget]]], output_dir: Union[str, Path], proxy_utts: int = 100, population: int = 24,
-    generations: int = 8, mutate: float = 0.3, depths: Optional[Sequence[int]] = None, final: int = 6,
-    threads: int = 2, seed: int = 0, export_dir: Optional[Union[str, Path]] = None,
+    budget: Union[str, Sequence[Union[str, Budget]]], output_dir: Union[str, Path], proxy_utts: int = 100,
+    population: int = 24, generations: int = 8, mutate: float = 0.3, depths: Optional[Sequence[int]] = None,
+    final: int = 6, threads: int = 2, seed: int = 0, export_dir: Optional[Union[str, Path]] = None,
     formats: Sequence[str] = ("onnx",), log: Callable[[str], None] = print,
 ) -> SearchResult:
     """The whole layer-wise search of :mod:`espnet_allinone.bin.search` (its flags are the arguments):
@@ -482,7 +482,8 @@ def run_search(
     Raises ValueError for a malformed budget, a depth beyond the encoder's, a dev set without references,
     or a subnet the export refuses; :class:`NoSubnetWithinBudget` when nothing scored meets the budget.
     """
-    limits = [b if isinstance(b, Budget) else Budget.parse(b) for b in ([budget] if isinstance(budget, str) else budget)]
+    budget = [budget] if isinstance(budget, str) else budget
+    limits = [b if isinstance(b, Budget) else Budget.parse(b) for b in budget]
     torch.set_num_threads(threads)
     from espnet2.text.build_tokenizer import build_tokenizer
 
