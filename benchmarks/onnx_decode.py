@@ -7,7 +7,7 @@ ONNX Runtime export (float, int8, int4 graphs), greedy CTC and joint CTC/attenti
         --subnets 6-576-8bit 4-288-4bit --configs conf/decode_asr_greedy.yaml conf/decode_asr_beam.yaml
 
 Per subnet and decode config, every system decodes the set in its own spawned process with the one decode
-loop (:func:`espnet_allinone.bin.decode_subnets.decode_set`, one thread), the systems taking turns every
+loop (:func:`espnet_allinone.decode.decode_set`, one thread), the systems taking turns every
 ``--chunk`` utterances (so that the machine's drift, which moves RTFs by 20-30 % here between runs minutes
 apart, hits all of them alike): ``fake-quant`` (the all-in-one
 model, ``espnet_allinone.inference.Speech2Text`` with ``subnet``), ``torch fp32`` (stock ESPnet
@@ -50,12 +50,12 @@ def _build(system, source, conf):
 
 def _worker(conn, system, source, conf, data_dir, out):
     """One system in its own process: on each list of utterances, decode them (the one decode loop,
-    :func:`~espnet_allinone.bin.decode_subnets.decode_set`) and send back time, audio and hypotheses."""
+    :func:`~espnet_allinone.decode.decode_set`) and send back time, audio and hypotheses."""
     import torch
 
     torch.set_num_threads(1)
-    from espnet_allinone.bin.decode_subnets import decode_set
     from espnet_allinone.data.kaldi import read_text
+    from espnet_allinone.decode import decode_set
 
     s2t = _build(system, source, conf)
     conn.send("ready")

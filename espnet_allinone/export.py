@@ -357,3 +357,52 @@ def pack_allinone(
             if proc.returncode != 0:
                 raise RuntimeError(f"espnet2.bin.pack failed: {proc.stderr[-2000:]}")
     return out_zip
+
+
+def export_subnets(
+    asr_train_config: Union[str, Path], asr_model_file: Union[str, Path], subnets: List[str],
+    out_dir: Union[str, Path], formats: Tuple[str, ...] = ("stock", "packed", "zip"), allow_untrained: bool = False,
+    log: Callable[[str], None] = print,
+) -> List[Path]:
+    """Write ``formats`` (``stock``, ``packed``, ``zip``, ``onnx``) of each of ``subnets`` (names, or ``["all"]``)
+    into ``out_dir/<subnet>/<format>`` (``zip``: ``out_dir/allinone.zip``), logging each packed encoder's
+    and ONNX graph's size against its bit bound. Returns the directories and files written.
+
+    Raises ValueError, before writing anything, for an encoder other than ``allinone_conformer``, a name
+    outside the subnet space, or a subnet computing with never-trained state (unless ``allow_untrained``).
+    """
+    train_config = yaml.safe_load(Path(asr_train_config).read_text())
+    if train_config.get("encoder") != "allinone_conformer":
+        raise ValueError(f"export supports the allinone_conformer encoder, not {train_config.get('encoder')!r}")
+    model = load_allinone(asr_train_config, asr_model_file)
+    encoder, space = model.encoder, model.encoder.subnet_space
+    specs = list(space) if list(subnets) == ["all"] else [space.get(s) for s in subnets]
+    for spec in specs:  # every one of them before writing any
+        encoder.check_trained(spec, allow_untrained)
+    out_dir, written = Path(out_dir), []
+    if "packed" in formats:
+        log(f"float32 largest encoder: {encoder.subnet_size(None).params * FULL_PRECISION // 8} bytes")
+        log("| subnet | packed encoder [bytes] | bit bound [bytes] | ratio vs fp32 largest | of the bit ratio |")
+        log("|---|---|---|---|---|")
+    for spec in specs:
+        if "stock" in formats:
+            written.append(export_stock(model, train_config, spec, out_dir / spec.name / "stock", allow_untrained))
+        if "packed" in formats:
+            written.append(export_packed(model, train_config, spec, out_dir / spec.name / "packed", allow_untrained))
+            size = packed_size(encoder, spec, written[-1])
+            log(f"| {spec} | {size.packed_bytes} | {size.bound_bytes:.0f} | {size.ratio:.2f}x "
+                f"| {100 * size.of_bit_ratio:.1f}% |")
+        if "onnx" in formats:
+            from espnet_allinone.onnx_export import export_onnx, graph_size
+
+            written.append(out_dir / spec.name / "onnx")
+            graphs = export_onnx(model, train_config, spec, written[-1], allow_untrained=allow_untrained)
+            for kind, path in graphs.items():
+                line = f"{spec} {kind}: {path} ({path.stat().st_size} bytes"
+                if kind in ("float", "int8", "int4"):
+                    size = graph_size(model, spec, path)
+                    line += f"; bit bound of encoder + CTC {size.bound_bytes:.0f} bytes: {100 * size.of_bit_bound:.1f}%"
+                log(line + ")")
+    if "zip" in formats:
+        written.append(pack_allinone(asr_train_config, asr_model_file, out_dir / "allinone.zip"))
+    return written

@@ -13,7 +13,7 @@ Once-for-All / HAT: a random population within the budget, then generations of c
 mutation (each block's (width, bits) redrawn with probability ``mutate``, the depth by one) and
 crossover (blockwise) of parents drawn from the current Pareto front of (cost, proxy WER) and the
 best by proxy; candidates over the budget are rejected before they are scored. The Pareto front
-of everything scored is the result; :mod:`espnet_allinone.bin.search` decodes its points fully.
+of everything scored is the result; :func:`run_search` decodes its points fully.
 
 Candidates that compute with state training never set (step sizes of a bit-width never run through
 a layer, BatchNorm statistics no batch updated: e.g. after ``num_random_subnets: 0``) are skipped and
@@ -21,19 +21,26 @@ logged, never scored with invented values; ``bin/recalibrate`` estimates missing
 they are wanted.
 """
 
+import copy
+import csv
 import itertools
 import math
 import random
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import yaml
+from typeguard import typechecked
 
 from espnet_allinone.ctc_search import collapse_ctc
 from espnet_allinone.elastic import NeverTrainedError
+from espnet_allinone.fileio import atomic_path, write_text_atomic
 from espnet_allinone.subnet import LayerwiseSpec, Subnet, SubnetSpec
 
 _BUDGET_RE = re.compile(r"^\s*(size|ratio|latency)\s*=\s*([0-9.]+)\s*(B|kB|KB|MB|x|ms|s)?\s*$", re.IGNORECASE)
@@ -299,3 +306,283 @@ def evolve(
         log(f"[search] generation {g + 1}/{generations}: {new} new, {len(scored)} scored, front of {len(front)}, "
             f"best proxy WER {min(c.proxy_wer for c in scored.values()):.2f} % ({time.perf_counter() - t0:.0f} s)")
     return scored
+
+
+def _spread(items: List, n: int) -> List:
+    """At most ``n`` of ``items`` (ordered), evenly spaced, the ends included."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
+
+
+def measure_latency(model, train_config: Dict, specs, threads: int, frames: int = 1000,
+                    rounds: int = 7, log=print) -> Dict[str, float]:
+    """{name: median seconds} of the exported encoder + CTC graph (int8, float for 32-bit) of each
+    subnet: batch 1, ``frames`` frames; the sessions take turns round by round (after a pause: ORT's
+    pool threads spin-wait ~0.1 s after a run), so that the machine's drift hits them alike. Timing does not
+    depend on the weights' values: never-trained state is allowed, in a copy of the model."""
+    import onnxruntime as ort
+
+    from espnet_allinone.onnx_export import export_onnx
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.disable_quant_qdq", "1")
+    n_mels = int(model.frontend.output_size()) if model.frontend is not None else int(train_config["input_size"])
+    feed = {"feats": np.random.default_rng(0).standard_normal((1, frames, n_mels)).astype(np.float32),
+            "feats_lengths": np.array([frames], np.int64)}
+    sessions, times = {}, {}
+    model = copy.deepcopy(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in specs:
+            paths = export_onnx(model, train_config, spec, Path(tmp) / str(len(sessions)), allow_untrained=True)
+            sessions[spec.name] = ort.InferenceSession(str(paths.get("int8", paths["float"])), so,
+                                                       providers=["CPUExecutionProvider"])
+            sessions[spec.name].run(None, feed)
+            times[spec.name] = []
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            time.sleep(0.15)
+            session.run(None, feed)  # untimed: wakes the pool
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            times[name].append(time.perf_counter() - t0)
+    out = {name: float(np.median(t)) for name, t in times.items()}
+    for name, t in out.items():
+        log(f"[search] latency {name}: {1e3 * t:.1f} ms")
+    return out
+
+
+def encoder_flops(model, spec, frames: int = 1000) -> float:
+    """FLOPs of the encoder forward of ``spec`` on ``frames`` frames (torch's FlopCounterMode)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n_mels = int(model.frontend.output_size()) if model.frontend is not None else 80
+    x, lengths = torch.randn(1, frames, n_mels), torch.tensor([frames])
+    with torch.no_grad(), model.encoder.using_subnet(spec), FlopCounterMode(display=False) as counter:
+        model.encoder(x, lengths)
+    return float(counter.get_total_flops())
+
+
+def plot(candidates: Sequence[Candidate], front: Sequence[Candidate], decoded: Sequence[Candidate], budget: Budgets,
+         path: Path) -> None:
+    """``pareto.png``: proxy WER against the cost axis of ``budget`` (every candidate, the front, the uniform
+    grid named, the decoded points' full dev WER, the budget's limit)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale, label = {"size": (1e-6, "encoder size [MB] (packed, bit bound)"),
+                    "ratio": (1.0, "compression ratio [x] (paper's counting)"),
+                    "latency": (1e3, "encoder + CTC latency, 10 s [ms] (predicted)")}[budget.kind]
+
+    def x(c):
+        return c.ratio if budget.kind == "ratio" else budget.cost(c) * scale
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    others = [c for c in candidates if not c.uniform_grid]
+    ax.scatter([x(c) for c in others], [c.proxy_wer for c in others], s=10, c="0.7", label="layer-wise (proxy)")
+    ax.plot([x(c) for c in front], [c.proxy_wer for c in front], "-o", c="C0", ms=4, label="Pareto front (proxy)")
+    grid = [c for c in candidates if c.uniform_grid]
+    ax.scatter([x(c) for c in grid], [c.proxy_wer for c in grid], marker="s", s=40, c="C3", label="uniform grid")
+    for c in grid:
+        ax.annotate(c.name, (x(c), c.proxy_wer), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    done = [c for c in decoded if not np.isnan(c.dev_wer)]
+    ax.scatter([x(c) for c in done], [c.dev_wer for c in done], marker="*", s=80, c="C2", label="decoded: full dev WER")
+    limit = budget.value * scale if budget.kind != "ratio" else budget.value
+    ax.axvline(limit, ls="--", c="k", lw=0.8, label=f"budget {budget}")
+    ax.set_xlabel(label)
+    ax.set_ylabel("WER [%]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What :func:`run_search` found and wrote.
+
+    ``chosen``: the decoded candidate of lowest dev WER within the budget; ``decoded``: the points decoded
+    on the whole dev set (the spread front, then the grid subnets within the budget); ``front``: the Pareto
+    front within the budget; ``rows``: ``candidates.csv``'s rows (column -> text, as written, every scored
+    subnet by cost); the paths written, ``exported`` those of ``export_dir`` (empty without it).
+    """
+
+    chosen: Candidate
+    decoded: Tuple[Candidate, ...]
+    front: Tuple[Candidate, ...]
+    rows: Tuple[Dict[str, str], ...]
+    candidates_csv: Path
+    pareto_png: Path
+    results_md: Path
+    exported: Tuple[Path, ...] = ()
+
+
+class NoSubnetWithinBudget(RuntimeError):
+    """No scored subnet meets the budget."""
+
+
+CSV_COLUMNS = ("subnet", "depth", "size_bytes", "ratio", "latency_ms", "proxy_wer", "dev_wer", "front",
+               "uniform_grid", "within_budget")
+
+
+def csv_rows(scored: Iterable[Candidate], front: Iterable[Candidate], budget: Budgets) -> List[Dict[str, str]]:
+    """``candidates.csv``'s rows (:data:`CSV_COLUMNS` -> text) of ``scored``, by (cost, proxy WER)."""
+    front_names = {c.name for c in front}
+    return [dict(zip(CSV_COLUMNS, [
+        c.name, str(c.spec.depth), f"{c.size_bytes:.0f}", f"{c.ratio:.3f}", f"{1e3 * c.latency_s:.2f}",
+        f"{c.proxy_wer:.2f}", "" if np.isnan(c.dev_wer) else f"{c.dev_wer:.2f}", str(int(c.name in front_names)),
+        str(int(c.uniform_grid)), str(int(budget.admits(c)))])) for c in sorted(scored, key=lambda c: (budget.cost(c),
+                                                                                                      c.proxy_wer))]
+
+
+def results_lines(title: str, method: str, decoded: Sequence[Candidate], chosen: Candidate, budget: Budgets,
+                  latency: bool) -> List[str]:
+    """``RESULTS.md``'s lines: ``title``, ``method``, the table of the decoded points (with predicted,
+    measured and FLOP-model latency if ``latency``) and the chosen subnet."""
+    lines = [title, "", method, "",
+             "| subnet | size [bytes] | ratio | " + ("predicted / measured / FLOP-model latency [ms] | "
+                                                   if latency else "") + "proxy WER | dev WER | |",
+             "|---|---|---|" + ("---|" if latency else "") + "---|---|---|"]
+    for c in sorted(decoded, key=budget.cost):
+        lat = ""
+        if latency:
+            lat = (f" {1e3 * c.latency_s:.1f} / {1e3 * c.extra['measured_latency_s']:.1f} / "
+                   f"{1e3 * c.extra['flop_model_s']:.1f} |")
+        mark = "chosen" if c is chosen else ("grid" if c.uniform_grid else "front")
+        lines.append(f"| {c.name} | {c.size_bytes:.0f} | {c.ratio:.2f}x |{lat} {c.proxy_wer:.2f} | {c.dev_wer:.2f} "
+                     f"| {mark} |")
+    if latency:
+        err = [abs(c.latency_s / c.extra["measured_latency_s"] - 1) for c in decoded]
+        ferr = [abs(c.extra["flop_model_s"] / c.extra["measured_latency_s"] - 1) for c in decoded]
+        lines += ["", f"Latency model error on these points: mean {100 * np.mean(err):.1f} % (per-block table), "
+                      f"{100 * np.mean(ferr):.1f} % (latency linear in FLOPs)."]
+    return lines + ["", f"Chosen: `{chosen.name}` (lowest dev WER within the budget)."]
+
+
+@typechecked
+def run_search(
+    asr_train_config: Union[str, Path], asr_model_file: Union[str, Path], data_dir: Union[str, Path],
+    budget: Union[str, Sequence[Union[str, Budget]]], output_dir: Union[str, Path], proxy_utts: int = 100,
+    population: int = 24, generations: int = 8, mutate: float = 0.3, depths: Optional[Sequence[int]] = None,
+    final: int = 6, threads: int = 2, seed: int = 0, export_dir: Optional[Union[str, Path]] = None,
+    formats: Sequence[str] = ("onnx",), log: Callable[[str], None] = print,
+) -> SearchResult:
+    """The whole layer-wise search of :mod:`espnet_allinone.bin.search` (its flags are the arguments):
+    score by proxy (:func:`evolve` and the uniform grid), decode the front's points and the grid subnets
+    within the budget on all of ``data_dir``, measure their latency for a latency budget, write
+    ``candidates.csv``, ``pareto.png`` and ``RESULTS.md`` into ``output_dir``, export the chosen subnet into
+    ``export_dir`` in ``formats`` (:func:`~espnet_allinone.export.export_subnets`). Sets torch's threads to
+    ``threads``; progress goes to ``log``.
+
+    Raises ValueError for a malformed budget, a depth beyond the encoder's, a dev set without references,
+    or a subnet the export refuses; :class:`NoSubnetWithinBudget` when nothing scored meets the budget.
+    """
+    budget = [budget] if isinstance(budget, str) else budget
+    limits = [b if isinstance(b, Budget) else Budget.parse(b) for b in budget]
+    torch.set_num_threads(threads)
+    from espnet2.text.build_tokenizer import build_tokenizer
+
+    from espnet_allinone.data.audio import DataDirAudio, sample_rate
+    from espnet_allinone.data.kaldi import read_text
+    from espnet_allinone.export import load_allinone
+
+    train_config = yaml.safe_load(Path(asr_train_config).read_text())
+    model = load_allinone(asr_train_config, asr_model_file)
+    encoder, space = model.encoder, model.encoder.subnet_space
+    depths, choices = search_blocks(encoder, depths)
+    bad = [d for d in depths if d > space.num_blocks]
+    if bad:
+        raise ValueError(f"--depths {bad}: the encoder has {space.num_blocks} blocks")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"[search] space: depths {depths} x per block (width, bits) in {choices}; budget {Budgets(limits)}")
+
+    reader = DataDirAudio(Path(data_dir), sample_rate(train_config.get("frontend_conf")))
+    refs = read_text(Path(data_dir) / "text")
+    keys = [k for k in sorted(reader.keys()) if k in refs]
+    if not keys:
+        raise ValueError(f"{data_dir}: no utterance with a reference in text")
+    wavs = {k: reader[k].wav for k in keys}
+    proxy_keys = keys[:: max(1, len(keys) // proxy_utts)][:proxy_utts]
+    tokenizer = build_tokenizer(token_type=train_config.get("token_type", "char"),
+                                bpemodel=train_config.get("bpemodel"))
+    token_list = list(model.token_list)
+    proxy = ProxyScorer(model, {k: wavs[k] for k in proxy_keys}, {k: refs[k] for k in proxy_keys}, token_list,
+                        tokenizer)
+
+    latency_model, measured = None, {}
+    flops: Dict[str, float] = {}
+    if any(b.kind == "latency" for b in limits):
+        measured = measure_latency(model, train_config, list(space), threads, log=log)
+        latency_model = LatencyModel({s: measured[s.name] for s in space})
+        flops = {s.name: encoder_flops(model, s) for s in space}
+
+    def make(blocks) -> Candidate:
+        spec = canonical(encoder, blocks)
+        c = Candidate(spec, encoder.subnet_size(spec).bits / 8, encoder.compression_ratio(spec),
+                      uniform_grid=spec in space)
+        if latency_model is not None:
+            c.latency_s = latency_model(spec)
+        return c
+
+    bounds = Budgets(limits)
+    t0 = time.perf_counter()
+    scored = evolve(proxy, make, bounds, depths, choices, population=population, generations=generations,
+                    mutate=mutate, seed=seed, seeds=[s.blocks for s in space], log=log)
+    # the grid subnets are scored whatever the budget (they are the reference points)
+    for s in space:
+        if s.name not in scored:
+            c = make(s.blocks)
+            try:
+                c.proxy_wer = proxy(c.spec)
+            except NeverTrainedError as e:
+                log(f"[search] skipped {c.name}: {e}")
+                continue
+            scored[c.name] = c
+    within = [c for c in scored.values() if bounds.admits(c)]
+    if not within:
+        raise NoSubnetWithinBudget(f"no subnet fits the budget {bounds}")
+    front = pareto_front(within, bounds.cost)
+    log(f"[search] {len(scored)} subnets scored in {time.perf_counter() - t0:.0f} s; front of {len(front)} "
+        f"within the budget")
+
+    decoded = _spread(front, final) + [c for c in within if c.uniform_grid and c not in front]
+    full = ProxyScorer(model, wavs, {k: refs[k] for k in keys}, token_list, tokenizer, batch_size=1)  # exact
+    for c in decoded:
+        c.dev_wer = full(c.spec)
+        log(f"[search] decoded {c.name}: dev WER {c.dev_wer:.2f} % (proxy {c.proxy_wer:.2f} %)")
+    if latency_model is not None:
+        real = measure_latency(model, train_config, [c.spec for c in decoded], threads, log=log)
+        slope, offset = flops_fit(flops, measured)
+        for c in decoded:
+            c.extra.update(measured_latency_s=real[c.name], flops=encoder_flops(model, c.spec))
+            c.extra["flop_model_s"] = slope * c.extra["flops"] + offset
+    chosen = min(decoded, key=lambda c: (c.dev_wer, bounds.cost(c)))
+
+    rows = csv_rows(scored.values(), front, bounds)
+    with atomic_path(out / "candidates.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    plot(list(scored.values()), front, decoded, bounds, out / "pareto.png")
+    lines = results_lines(
+        f"# Layer-wise search: {asr_model_file}, budget {bounds}",
+        f"Dev set {data_dir} ({len(keys)} utterances; proxy: {len(proxy_keys)}), {len(scored)} subnets "
+        f"scored, method: evolution (population {population}, {generations} generations, "
+        f"mutation {mutate}, seed {seed}); greedy CTC.", decoded, chosen, bounds, latency_model is not None)
+    write_text_atomic(out / "RESULTS.md", "\n".join(lines) + "\n")
+    log("\n".join(lines[4:]))
+    log(f"[search] chosen: {chosen.name}")
+    exported: List[Path] = []
+    if export_dir:
+        from espnet_allinone.export import export_subnets
+
+        exported = export_subnets(asr_train_config, asr_model_file, [chosen.name], export_dir, formats=tuple(formats),
+                                  log=log)
+    return SearchResult(chosen, tuple(decoded), tuple(front), tuple(rows), out / "candidates.csv",
+                        out / "pareto.png", out / "RESULTS.md", tuple(exported))

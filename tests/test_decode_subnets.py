@@ -20,6 +20,7 @@ import yaml
 
 from espnet_allinone.bin import decode_subnets
 from espnet_allinone.data.audio import DataDirAudio
+from espnet_allinone.decode import DONE, read_failures
 from tests.conftest import make_allinone_files
 
 SUBNET = "1-16-4bit"
@@ -121,7 +122,7 @@ def test_bad_input_gets_one_line_naming_utterance_file_and_reason(decoded, utt):
     import re
 
     assert re.search(BAD[utt], lines[0]), lines[0]
-    failed = decode_subnets.read_failures(out / "mixed")
+    failed = read_failures(out / "mixed")
     assert re.search(BAD[utt], failed[utt])
     assert _text(out / "mixed/text")[utt] == ""  # an empty hypothesis, as stock asr_inference
 
@@ -132,7 +133,7 @@ def test_set_goes_on_and_ends_with_a_summary(decoded):
     text = _text(out / "mixed/text")
     assert list(text) == [line.split()[0] for line in (out.parents[1] / "mixed/wav.scp").read_text().splitlines()]
     decoded_ids = {"a_good", "e_8khz", "f_stereo", "i_other"}
-    assert set(decode_subnets.read_failures(out / "mixed")) == set(BAD)
+    assert set(read_failures(out / "mixed")) == set(BAD)
     assert f"[decode] mixed: {len(decoded_ids)} decoded, {len(BAD)} failed: " \
            f"{', '.join(sorted(BAD))} (reasons in " in stdout
     assert "[decode] piped: 2 decoded, 0 failed" in stdout
@@ -144,7 +145,7 @@ def test_wrong_rate_is_resampled_and_multichannel_uses_the_first_channel(decoded
     _, _, log, _, out = decoded
     (line,) = [m for m in log if f"utterance {utt} " in m]
     assert WARNED[utt] in line
-    assert utt not in decode_subnets.read_failures(out / "mixed")
+    assert utt not in read_failures(out / "mixed")
     text = _text(out / "mixed/text")
     if utt == "f_stereo":  # first channel = good.wav
         assert text[utt] == text["a_good"]
@@ -315,7 +316,7 @@ def test_an_error_inside_decoding_fails_that_utterance_and_the_set_goes_on(model
         rc = decode_subnets.main([*model, "--data_dir", str(data), "--output_dir", str(out)])
     assert rc == 0
     assert "[decode] set: 2 decoded, 1 failed: u2" in stdout.getvalue()
-    failures = decode_subnets.read_failures(out / SUBNET / "set")
+    failures = read_failures(out / SUBNET / "set")
     assert list(failures) == ["u2"]
     assert "decoding failed (2.0 s of audio): RuntimeError: out of memory (injected by the test)" in failures["u2"]
     assert list(_text(out / SUBNET / "set" / "text")) == ["u1", "u2", "u3"]
@@ -338,4 +339,4 @@ def test_an_error_on_every_utterance_stops_the_set_unfinished(model, tmp_path, m
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match=r"set: decoding failed on every utterance .*illegal memory access"):
         decode_subnets.main([*model, "--data_dir", str(data), "--output_dir", str(out)])
-    assert not (out / SUBNET / "set" / decode_subnets.DONE).exists()
+    assert not (out / SUBNET / "set" / DONE).exists()

@@ -117,7 +117,7 @@ def test_missing_stm_is_an_error(tmp_path):
 
 
 def test_report_reads_asr_sh_rtf_log(tmp_path):
-    from espnet_allinone.bin.report import read_rtf
+    from espnet_allinone.report import read_rtf
 
     assert read_rtf(tmp_path) is None
     (tmp_path / "logdir").mkdir()
@@ -131,7 +131,7 @@ def test_report_reads_asr_sh_rtf_log(tmp_path):
 
 @pytest.mark.skipif(find_sctk("hubscr.pl") is None, reason="NIST hubscr.pl (Debian sctk) absent")
 def test_report_scores_hub5_and_compares_the_mapped_words(tmp_path):
-    from espnet_allinone.bin.report import System, score_systems
+    from espnet_allinone.report import System, score_systems
     from espnet_allinone.subnet import SubnetSpec
 
     data = _data_dir(tmp_path)

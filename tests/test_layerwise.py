@@ -5,7 +5,6 @@ import pytest
 import torch
 import yaml
 
-from espnet_allinone.sharing import active_configuration
 from espnet_allinone.export import (
     build_stock_model,
     export_packed,
@@ -15,6 +14,7 @@ from espnet_allinone.export import (
     stock_config,
     subnet_weights,
 )
+from espnet_allinone.sharing import active_configuration
 from espnet_allinone.subnet import LayerwiseSpec, SubnetSpace, SubnetSpec, parse_subnet
 from tests.conftest import as_trained, make_allinone_files, make_encoder
 

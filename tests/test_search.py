@@ -129,6 +129,36 @@ def test_search_cli_on_a_tiny_model(tmp_path, capsys, fs):
     assert "no subnet fits the budget size=1e-05MB" in capsys.readouterr().err
 
 
+
+def test_run_search_returns_what_it_writes(tmp_path):
+    """The returned rows are candidates.csv's, the chosen subnet the decoded one of lowest dev WER within the
+    budget, the paths those written (the export's included); nothing within the budget is an exception."""
+    from espnet_allinone.search import NoSubnetWithinBudget, run_search
+
+    config_file, model_file = make_allinone_files(tmp_path / "model")
+    write_tone_data(tmp_path / "dev", 6, 1)
+    lines = []
+    kw = dict(proxy_utts=3, population=4, generations=1, threads=1, log=lines.append)
+    result = run_search(config_file, model_file, tmp_path / "dev", "size=30000B", tmp_path / "search",
+                        export_dir=tmp_path / "export", formats=["stock"], **kw)
+    assert result.candidates_csv == tmp_path / "search" / "candidates.csv"
+    assert list(csv.DictReader(open(result.candidates_csv))) == list(result.rows)
+    decoded = {c.name for c in result.decoded}
+    assert {r["subnet"] for r in result.rows if r["dev_wer"] != ""} == decoded
+    assert all(r["within_budget"] == "1" and float(r["size_bytes"]) <= 30000
+               for r in result.rows if r["subnet"] in decoded)
+    assert {r["subnet"] for r in result.rows if r["front"] == "1"} == {c.name for c in result.front}
+    assert result.chosen.dev_wer == min(c.dev_wer for c in result.decoded)
+    assert f"Chosen: `{result.chosen.name}`" in result.results_md.read_text()
+    assert result.pareto_png.stat().st_size > 1000
+    assert result.exported == (tmp_path / "export" / result.chosen.name / "stock",)
+    assert (result.exported[0] / "model.pth").is_file()
+    assert lines[-1] == f"[search] chosen: {result.chosen.name}"
+    with pytest.raises(NoSubnetWithinBudget, match="no subnet fits the budget size=1e-05MB"):
+        run_search(config_file, model_file, tmp_path / "dev", ["size=10B"], tmp_path / "none", **kw)
+    with pytest.raises(ValueError, match="malformed budget"):
+        run_search(config_file, model_file, tmp_path / "dev", ["size<3MB"], tmp_path / "none", **kw)
+
 def test_proxy_is_greedy_ctc_wer_of_the_subnet(tmp_path):
     """The proxy's hypotheses are those of the plugin's greedy-CTC Speech2Text of the same subnet."""
     from espnet2.text.build_tokenizer import build_tokenizer

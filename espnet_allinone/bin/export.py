@@ -21,95 +21,40 @@ Only the Conformer encoder (`allinone_conformer`) can be exported.
 """
 
 import argparse
-from pathlib import Path
 from typing import List, Optional
-
-import yaml
-
-from espnet_allinone.subnet import FULL_PRECISION
 
 
 def get_parser() -> argparse.ArgumentParser:
     from espnet2.utils.types import str2bool
 
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--asr_train_config", required=True)
     p.add_argument("--asr_model_file", required=True)
-    p.add_argument(
-        "--subnet", nargs="+", required=True,
-        help="DEPTH-WIDTH-BITSbit names of the model's subnet space, or 'all'",
-    )
+    p.add_argument("--subnet", nargs="+", required=True,
+                   help="DEPTH-WIDTH-BITSbit names of the model's subnet space, or 'all'")
     p.add_argument("--out_dir", required=True)
-    p.add_argument(
-        "--formats", nargs="+", choices=["stock", "packed", "zip", "onnx"],
-        default=["stock", "packed", "zip"],
-        help="what to write (default: stock, packed, zip); onnx: <subnet>/onnx/ with the frontend, "
-             "encoder + CTC head (float, int8 and int4 on the trained codes) and decoder for ONNX Runtime "
-             "(decode with espnet_allinone.bin.onnx_decode; needs the deploy extra)",
-    )
-    p.add_argument(
-        "--allow_untrained", type=str2bool, default=False,
-        help="export subnets that compute with never-trained step sizes or BatchNorm statistics "
-             "(refused by default: the error names them and the way out)",
-    )
+    p.add_argument("--formats", nargs="+", choices=["stock", "packed", "zip", "onnx"],
+                   default=["stock", "packed", "zip"],
+                   help="what to write (default: stock, packed, zip); onnx: <subnet>/onnx/ with the frontend, "
+                        "encoder + CTC head (float, int8 and int4 on the trained codes) and decoder for ONNX "
+                        "Runtime (decode with espnet_allinone.bin.onnx_decode; needs the deploy extra)")
+    p.add_argument("--allow_untrained", type=str2bool, default=False,
+                   help="export subnets that compute with never-trained step sizes or BatchNorm statistics "
+                        "(refused by default: the error names them and the way out)")
     return p
 
 
 def main(argv: Optional[List[str]] = None):
     parser = get_parser()
     args = parser.parse_args(argv)
-    from espnet_allinone.export import (
-        export_packed,
-        export_stock,
-        load_allinone,
-        pack_allinone,
-        packed_size,
-    )
+    from espnet_allinone.export import export_subnets
 
-    train_config = yaml.safe_load(Path(args.asr_train_config).read_text())
-    if train_config.get("encoder") != "allinone_conformer":
-        parser.error(f"export supports the allinone_conformer encoder, not {train_config.get('encoder')!r}")
-    model = load_allinone(args.asr_train_config, args.asr_model_file)
-    encoder = model.encoder
-    space = encoder.subnet_space
     try:
-        subnets = list(space) if args.subnet == ["all"] else [space.get(s) for s in args.subnet]
-        for spec in subnets:  # every one of them before writing any
-            encoder.check_trained(spec, args.allow_untrained)
+        export_subnets(args.asr_train_config, args.asr_model_file, args.subnet, args.out_dir,
+                       formats=tuple(args.formats), allow_untrained=args.allow_untrained,
+                       log=lambda line: print(line, flush=True))
     except ValueError as e:
         parser.error(str(e))
-    out_dir = Path(args.out_dir)
-    if "packed" in args.formats:
-        fp32 = encoder.subnet_size(None).params * FULL_PRECISION // 8
-        print(f"float32 largest encoder: {fp32} bytes")
-        print("| subnet | packed encoder [bytes] | bit bound [bytes] | ratio vs fp32 largest "
-              "| of the bit ratio |")
-        print("|---|---|---|---|---|")
-    for spec in subnets:
-        if "stock" in args.formats:
-            export_stock(model, train_config, spec, out_dir / spec.name / "stock", args.allow_untrained)
-        if "packed" in args.formats:
-            size = packed_size(
-                encoder, spec,
-                export_packed(model, train_config, spec, out_dir / spec.name / "packed", args.allow_untrained),
-            )
-            print(f"| {spec} | {size.packed_bytes} | {size.bound_bytes:.0f} | {size.ratio:.2f}x "
-                  f"| {100 * size.of_bit_ratio:.1f}% |", flush=True)
-        if "onnx" in args.formats:
-            from espnet_allinone.onnx_export import export_onnx, graph_size
-
-            written = export_onnx(model, train_config, spec, out_dir / spec.name / "onnx",
-                                  allow_untrained=args.allow_untrained)
-            for kind, path in written.items():
-                line = f"{spec} {kind}: {path} ({path.stat().st_size} bytes"
-                if kind in ("float", "int8", "int4"):
-                    size = graph_size(model, spec, path)
-                    line += f"; bit bound of encoder + CTC {size.bound_bytes:.0f} bytes: {100 * size.of_bit_bound:.1f}%"
-                print(line + ")", flush=True)
-    if "zip" in args.formats:
-        pack_allinone(args.asr_train_config, args.asr_model_file, out_dir / "allinone.zip")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import yaml
 
-from espnet_allinone.bin.decode_subnets import check_data_dirs, decode_or_skip, finish
+from espnet_allinone.decode import check_data_dirs, decode_onnx, finish
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -47,18 +47,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if problem:
         parser.error(problem)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from espnet_allinone.onnx_inference import OnnxSpeech2Text
-
-    decode_conf: Dict = yaml.safe_load(open(args.config)) if args.config else {}
-    results = []
-    for precision in args.precision:
-        try:
-            s2t = OnnxSpeech2Text(args.onnx_dir, precision=precision, threads=args.threads, **(decode_conf or {}))
-        except (ValueError, FileNotFoundError) as e:
-            parser.error(str(e))
-        for data_dir in map(Path, args.data_dir):
-            out = Path(args.output_dir) / precision / data_dir.name
-            results.append(decode_or_skip(s2t, data_dir, out, f"{s2t.config['subnet']} {precision} "))
+    try:
+        results = decode_onnx(args.onnx_dir, [Path(d) for d in args.data_dir], args.output_dir,
+                              precisions=args.precision, threads=args.threads,
+                              decode_conf=yaml.safe_load(open(args.config)) if args.config else {})
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
     return finish(results, args.output_dir, args.fail_on_bad_audio, unit="precision")
 
 

@@ -5,7 +5,7 @@
         --lm_weight 0.5 0.75 1 1.5 2 --word_score -2 -1 0 1 2 --out_md exp/asr_allinone/lexicon_grid.md
 
 Decodes the largest and the smallest subnet of the model on ``--data_dir`` with every
-(lm_weight, word_score) pair (``espnet_allinone.bin.decode_subnets.decode_set``, the
+(lm_weight, word_score) pair (``espnet_allinone.decode.decode_set``, the
 recipe's decode loop, model loaded once) and prints a table of WER [%] per pair,
 scored as the report scores (sclite, else jiwer); the pair with the lowest mean WER of
 the two subnets is marked. ``lm_weight 0`` with no LM file = the lexicon alone; the
@@ -34,7 +34,7 @@ def main():
 
     import torch
 
-    from espnet_allinone.bin.decode_subnets import decode_set
+    from espnet_allinone.decode import decode_set
     from espnet_allinone.inference import CTCLexiconDecoder, Speech2Text, select_subnet
     from espnet_allinone.scoring.wer import score_files
 

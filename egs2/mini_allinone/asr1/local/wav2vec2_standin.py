@@ -70,7 +70,7 @@ def batches(items, processor, max_seconds: float, shuffle: bool):
 
 
 class GreedyStandin:
-    """A saved stand-in as a decoder of :func:`espnet_allinone.bin.decode_subnets.decode_set`:
+    """A saved stand-in as a decoder of :func:`espnet_allinone.decode.decode_set`:
     (S,) samples at 16 kHz -> [(hypothesis,)] by HF's argmax + ``batch_decode``."""
 
     fs = 16000
@@ -89,7 +89,7 @@ class GreedyStandin:
 def decode(model_dir: Path, data_dirs: List[Path], out_dir: Path, device: str):
     """Greedy CTC hypotheses of a saved stand-in, one utterance at a time (as ESPnet decodes), with the
     plugin's decode loop (text, failed, rtf per set)."""
-    from espnet_allinone.bin.decode_subnets import DONE, decode_set
+    from espnet_allinone.decode import DONE, decode_set
 
     standin = GreedyStandin(model_dir, device)
     for d in data_dirs:
