@@ -90,8 +90,9 @@ class Speech2Text(_STOCK["Speech2Text"]):
         self.subnet = select_subnet(self.asr_model, subnet or call.get("subnet"), allow)
         self.ctc_greedy = bool(call.get("ctc_greedy", False) if ctc_greedy is None else ctc_greedy)
         lexicon_conf = ctc_lexicon_decoder if ctc_lexicon_decoder is not None else call.get("ctc_lexicon_decoder")
+        has_ctc = getattr(self.asr_model, "ctc", None) is not None
         self.lexicon_decoder = ctc_decoder_from_config(self.asr_model.token_list, self.ctc_greedy, lexicon_conf,
-                                                       self.nbest, has_ctc=getattr(self.asr_model, "ctc", None) is not None)
+                                                       self.nbest, has_ctc=has_ctc)
 
     def _decode_single_sample(self, enc: torch.Tensor):
         """ESPnet's per-utterance search on (T, D) ``enc``, greedy CTC or the lexicon decoder."""

@@ -20,7 +20,7 @@ from typeguard import typechecked
 from espnet_allinone.scoring import hub5
 from espnet_allinone.scoring.mapsswe import mapsswe_from_segments, matched_segments
 from espnet_allinone.scoring.wer import WER, read_text, resolve_backend, score_files
-from espnet_allinone.subnet import SubnetSpec
+from espnet_allinone.subnet import Subnet
 from espnet_allinone.train_log import train_seconds
 
 PathLike = Union[str, Path]
@@ -51,7 +51,7 @@ class System:
     """One row: an architecture decoded by one (all-in-one, separate or baseline) system."""
 
     sys_id: str
-    arch: SubnetSpec
+    arch: Subnet
     kind: str  # "baseline" | "separate" | "allinone"
     label: str = ""
     use_kl: Optional[bool] = None
@@ -102,21 +102,21 @@ def _load_encoder(config: PathLike, model_file: Optional[PathLike]):
     return model
 
 
-def _size(encoder, arch: SubnetSpec) -> Tuple[int, float, float]:
+def _size(encoder, arch: Subnet) -> Tuple[int, float, float]:
     size = encoder.subnet_size(arch)
     return size.params, size.paper_bits / 8 / 1e6, encoder.compression_ratio(arch)
 
 
 def _bits(arch) -> str:
     """The bits column: the subnet's bit-width, or a layer-wise one's per-block bit-widths (e.g. 8/8/4/4)."""
-    return str(arch.bits) if isinstance(arch, SubnetSpec) else "/".join(str(b) for _, b in arch.blocks)
+    return str(arch.bits) if arch.is_uniform else "/".join(str(b) for _, b in arch.blocks)
 
 
-def _subdirs(root: Path) -> List[SubnetSpec]:
+def _subdirs(root: Path) -> List[Subnet]:
     specs = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         try:
-            specs.append(SubnetSpec.parse(d.name))
+            specs.append(Subnet.parse(d.name))
         except ValueError:
             continue  # not a subnet directory (e.g. logs)
     return sorted(specs, reverse=True)  # largest first, as the subnet spaces
@@ -168,7 +168,7 @@ def build_systems(
 
     systems = []
     if baseline_decode_dir:
-        arch = SubnetSpec.parse(baseline_name) if baseline_name else encoder.subnet_space.float_baseline
+        arch = Subnet.parse(baseline_name) if baseline_name else encoder.subnet_space.float_baseline
         params, mb, ratio = _size(encoder, arch)
         systems.append(System("0", arch, "baseline", params=params, size_mb=mb, ratio=ratio,
                               train_time=times.get("baseline"),

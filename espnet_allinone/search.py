@@ -41,7 +41,7 @@ from typeguard import typechecked
 from espnet_allinone.ctc_search import collapse_ctc
 from espnet_allinone.elastic import NeverTrainedError
 from espnet_allinone.fileio import atomic_path, write_text_atomic
-from espnet_allinone.subnet import LayerwiseSpec, Subnet, SubnetSpec
+from espnet_allinone.subnet import Subnet
 
 _BUDGET_RE = re.compile(r"^\s*(size|ratio|latency)\s*=\s*([0-9.]+)\s*(B|kB|KB|MB|x|ms|s)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "x": 1, "ms": 1e-3, "s": 1, None: 1}
@@ -128,7 +128,7 @@ def search_blocks(encoder, depths: Optional[Sequence[int]] = None) -> Tuple[List
 
 def canonical(encoder, blocks: Sequence[Tuple[int, int]]) -> Subnet:
     """The spec of ``blocks`` as the space names it (alike blocks in the space: the uniform name)."""
-    return encoder.subnet_space.get(LayerwiseSpec(tuple(blocks)))
+    return encoder.subnet_space.get(Subnet(tuple(blocks)))
 
 
 def pareto_front(points: Iterable[Candidate], cost: Callable[[Candidate], float]) -> List[Candidate]:
@@ -205,7 +205,7 @@ class LatencyModel:
     block(w, b)``); :meth:`flops_fit` is the alternative "latency proportional to FLOPs" model.
     """
 
-    def __init__(self, measured: Dict[SubnetSpec, float]):
+    def __init__(self, measured: Dict[Subnet, float]):
         self.measured = dict(measured)
         fronts = sorted({s.bits for s in measured})
         blocks = sorted({(s.width, s.bits) for s in measured})

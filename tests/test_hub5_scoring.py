@@ -132,7 +132,7 @@ def test_report_reads_asr_sh_rtf_log(tmp_path):
 @pytest.mark.skipif(find_sctk("hubscr.pl") is None, reason="NIST hubscr.pl (Debian sctk) absent")
 def test_report_scores_hub5_and_compares_the_mapped_words(tmp_path):
     from espnet_allinone.report import System, score_systems
-    from espnet_allinone.subnet import SubnetSpec
+    from espnet_allinone.subnet import Subnet
 
     data = _data_dir(tmp_path)
     (data / "text").write_text("sw_4390-A_000050-000250 i'm going to uh the store\n"
@@ -148,7 +148,7 @@ def test_report_scores_hub5_and_compares_the_mapped_words(tmp_path):
         (d / "text").write_text(text)
         (d / "logdir").mkdir()
         (d / "logdir/calculate_rtf.log").write_text("RTF: 0.25\n")
-        systems.append(System(sys_id, SubnetSpec.parse("12-2048-8bit"), kind,
+        systems.append(System(sys_id, Subnet.parse("12-2048-8bit"), kind,
                               hyp_dirs={data.name: d}))
     score_systems(systems, [data], "sclite", scoring="hub5")
     base, sub = systems

@@ -14,8 +14,7 @@ from espnet_allinone.export import (
     stock_config,
     subnet_weights,
 )
-from espnet_allinone.sharing import active_configuration
-from espnet_allinone.subnet import LayerwiseSpec, SubnetSpace, SubnetSpec, parse_subnet
+from espnet_allinone.subnet import Subnet, SubnetSpace
 from tests.conftest import as_trained, make_allinone_files, make_encoder
 
 
@@ -23,12 +22,12 @@ from tests.conftest import as_trained, make_allinone_files, make_encoder
     ("3:32x8,32x8,16x4", ((32, 8), (32, 8), (16, 4)), "3:32x8*2,16x4"),
     ("3:32x8*2,16x4", ((32, 8), (32, 8), (16, 4)), "3:32x8*2,16x4"),
     (" 2 : 16x32 , 32 x 4 ", ((16, 32), (32, 4)), "2:16x32,32x4"),
-    ("1:16x2", ((16, 2),), "1:16x2"),
+    ("1:16x2", ((16, 2),), "1-16-2bit"),  # blocks all alike: the uniform subnet
 ])
 def test_parse_and_format_round_trip(name, blocks, canonical):
-    spec = parse_subnet(name)
-    assert isinstance(spec, LayerwiseSpec) and spec.blocks == blocks and spec.name == canonical
-    assert parse_subnet(spec.name) == spec and spec.depth == len(blocks)
+    spec = Subnet.parse(name)
+    assert spec.is_uniform == (len(set(blocks)) == 1) and spec.blocks == blocks and spec.name == canonical
+    assert Subnet.parse(spec.name) == spec and spec.depth == len(blocks)
     assert spec.width == max(w for w, _ in blocks) and spec.bits == max(b for _, b in blocks)
     assert spec.front_bits == blocks[0][1]
 
@@ -42,7 +41,7 @@ def test_parse_and_format_round_trip(name, blocks, canonical):
 ])
 def test_malformed_layerwise_names_raise(bad, match):
     with pytest.raises(ValueError, match=match):
-        parse_subnet(bad)
+        Subnet.parse(bad)
 
 
 SPACE = SubnetSpace(depths=[2, 3], widths=[16, 32], bits=[4, 8], num_blocks=3, linear_units=32)
@@ -59,24 +58,9 @@ def test_space_validates_layerwise_against_the_model(name, match):
 
 
 def test_alike_blocks_in_the_space_are_the_uniform_name():
-    assert SPACE.get("3:32x8*3") == SubnetSpec(3, 32, 8)
-    assert SPACE.get("1:32x8") == LayerwiseSpec(((32, 8),))  # depth 1 is not in the space: stays layer-wise
-    assert isinstance(SPACE.get("3:32x8,16x4*2"), LayerwiseSpec)
-
-
-@pytest.mark.parametrize("uniform", ["3-32-8bit", "2-16-4bit", "3-16-8bit"])
-def test_layerwise_with_alike_blocks_computes_the_uniform_subnet(uniform):
-    encoder = as_trained(make_encoder()).eval()
-    spec = SubnetSpec.parse(uniform)
-    layerwise = LayerwiseSpec(spec.blocks)
-    x, lengths = torch.randn(2, 60, 20), torch.tensor([60, 47])
-    with torch.no_grad():
-        encoder.set_subnet(spec)
-        want, configuration = encoder(x, lengths)[0], active_configuration(encoder)
-        encoder._configure(layerwise)  # the per-block path itself (set_subnet returns the uniform name)
-        got = encoder(x, lengths)[0]
-    assert active_configuration(encoder) == configuration
-    assert torch.equal(got, want)
+    assert SPACE.get("3:32x8*3") == Subnet.uniform(3, 32, 8) and SPACE.get("3:32x8*3").name == "3-32-8bit"
+    assert SPACE.get("1:32x8") == Subnet.uniform(1, 32, 8)  # depth 1 is not in the space: valid as it fits
+    assert "1-32-8bit" not in SPACE and not SPACE.get("3:32x8,16x4*2").is_uniform
 
 
 def test_layerwise_blocks_get_their_own_width_bits_and_statistics():

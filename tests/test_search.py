@@ -18,7 +18,7 @@ from espnet_allinone.search import (
     pareto_front,
     search_blocks,
 )
-from espnet_allinone.subnet import LayerwiseSpec, SubnetSpec
+from espnet_allinone.subnet import Subnet
 from tests.conftest import make_allinone_files, make_encoder, write_tone_data
 
 
@@ -38,7 +38,7 @@ def test_bad_budget_is_a_clear_error(bad):
 
 
 def _candidate(name, size, wer, ratio=1.0):
-    return Candidate(SubnetSpec.parse(name), size, ratio, proxy_wer=wer)
+    return Candidate(Subnet.parse(name), size, ratio, proxy_wer=wer)
 
 
 def test_pareto_front_is_the_non_dominated_set():
@@ -65,12 +65,12 @@ def test_budgets_all_hold_and_the_first_is_the_cost():
 def test_latency_model_recovers_additive_costs_and_predicts_layerwise():
     front = {4: 0.003, 8: 0.004}
     block = {(16, 4): 0.001, (16, 8): 0.0012, (32, 4): 0.0015, (32, 8): 0.002}
-    measured = {SubnetSpec(d, w, b): front[b] + d * block[(w, b)] for d in (2, 3) for (w, b) in block}
+    measured = {Subnet.uniform(d, w, b): front[b] + d * block[(w, b)] for d in (2, 3) for (w, b) in block}
     model = LatencyModel(measured)
-    spec = LayerwiseSpec(((32, 8), (16, 4), (16, 8)))
+    spec = Subnet(((32, 8), (16, 4), (16, 8)))
     assert model(spec) == pytest.approx(front[8] + block[(32, 8)] + block[(16, 4)] + block[(16, 8)])
     with pytest.raises(ValueError, match="width 24 at 8 bits"):
-        model(LayerwiseSpec(((24, 8),)))
+        model(Subnet(((24, 8),)))
     slope, offset = flops_fit({"a": 1.0, "b": 3.0}, {"a": 2.0, "b": 4.0})
     assert (slope, offset) == (pytest.approx(1.0), pytest.approx(1.0))
 
@@ -93,7 +93,7 @@ def test_evolution_respects_its_budget_and_returns_what_it_scored():
     scored = evolve(proxy, make, budget, depths, choices, population=6, generations=3, seed=1, log=lambda m: None)
     assert len(scored) > 10 and all(budget.admits(c) for c in scored.values())
     assert all(c.proxy_wer == proxy(c.spec) for c in scored.values())
-    assert any(isinstance(c.spec, LayerwiseSpec) for c in scored.values())
+    assert any(not c.spec.is_uniform for c in scored.values())
     front = pareto_front(scored.values(), budget.cost)
     for c in front:  # non-dominated on the search's own measurements
         assert not any(o.size_bytes <= c.size_bytes and o.proxy_wer < c.proxy_wer for o in scored.values())
@@ -179,8 +179,8 @@ def test_proxy_is_greedy_ctc_wer_of_the_subnet(tmp_path):
     s2t = Speech2Text(asr_train_config=str(config_file), asr_model_file=str(model_file), subnet="1-16-4bit",
                       ctc_greedy=True)
     want = {k: s2t(w)[0][0] for k, w in wavs.items()}
-    assert proxy.hypotheses(SubnetSpec.parse("1-16-4bit")) == want
-    assert np.isfinite(proxy(SubnetSpec.parse("1-16-4bit")))
+    assert proxy.hypotheses(Subnet.parse("1-16-4bit")) == want
+    assert np.isfinite(proxy(Subnet.parse("1-16-4bit")))
 
 
 @pytest.mark.slow  # a subprocess or timed runs: seconds each
