@@ -26,6 +26,7 @@ from transformers import (  # noqa: E402
 from espnet_allinone.bin import hf_token_list  # noqa: E402
 from espnet_allinone.elastic import ElasticLinear, ElasticWeight  # noqa: E402
 from espnet_allinone.encoders.wav2vec2 import AllInOneWav2Vec2Encoder  # noqa: E402
+from espnet_allinone.hf_vocabulary import espnet_vocabulary  # noqa: E402
 from espnet_allinone.quant import integer_codes, qmax  # noqa: E402
 from tests.conftest import ASR_TRAIN_DATA_ARGS, CHARS, as_trained, write_tone_data  # noqa: E402
 
@@ -262,7 +263,7 @@ def test_hf_token_list_puts_blank_first_and_permutes_the_head(tmp_path, pad_id):
 
 def test_hf_token_list_rejects_a_checkpoint_without_vocabulary(tmp_path):
     with pytest.raises(ValueError, match="no wav2vec2 CTC vocabulary"):
-        hf_token_list.espnet_vocabulary(str(tmp_path))
+        espnet_vocabulary(str(tmp_path))
 
 
 def test_built_without_weights_then_loaded_equals_the_loaded_encoder(ckpt, tmp_path):

@@ -21,10 +21,7 @@ here. For such a subnet this estimates those statistics, in place, the same way.
 
 import argparse
 import sys
-from pathlib import Path
 from typing import List, Optional
-
-import yaml
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -44,38 +41,13 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    import torch
+    from espnet_allinone.recalibrate import recalibrate_model
 
-    from espnet_allinone.data.audio import BadAudio, DataDirAudio, sample_rate
-    from espnet_allinone.export import load_allinone
-    from espnet_allinone.fileio import atomic_path
-    from espnet_allinone.search import feature_batches
-
-    model = load_allinone(args.asr_train_config, args.asr_model_file)
     try:
-        specs = [model.encoder.subnet_space.get(s) for s in args.subnet]
+        recalibrate_model(args.asr_train_config, args.asr_model_file, args.data_dir, args.subnet,
+                          args.output_model, num_utts=args.num_utts, batch_size=args.batch_size)
     except ValueError as e:
         parser.error(str(e))
-    train_config = yaml.safe_load(Path(args.asr_train_config).read_text())
-    reader = DataDirAudio(Path(args.data_dir), sample_rate(train_config.get("frontend_conf")))
-    keys = sorted(reader.keys())
-    keys = keys[:: max(1, len(keys) // args.num_utts)][: args.num_utts]
-    wavs = []
-    for k in keys:
-        try:
-            wavs.append((k, reader[k].wav))
-        except BadAudio as e:
-            print(f"[recalibrate] skipped: {e}", file=sys.stderr, flush=True)
-    batches = [(feats, lengths) for _, feats, lengths in feature_batches(model, wavs, args.batch_size)]
-    for spec in specs:
-        try:
-            n = model.encoder.recalibrate_batchnorm(spec, batches)
-        except ValueError as e:
-            parser.error(str(e))
-        print(f"[recalibrate] {spec}: BatchNorm statistics from {len(wavs)} utterances ({n} batches)", flush=True)
-    with atomic_path(args.output_model) as tmp:
-        torch.save(model.state_dict(), tmp)
-    print(f"[recalibrate] wrote {args.output_model}", flush=True)
     return 0
 
 
