@@ -292,12 +292,13 @@ class ElasticWeight:
             ready, widths = state_dict[ready_key].clone(), state_dict[width_key].clone()
             for i, (k, key) in enumerate(step_keys.items()):
                 r = float(ready[i]) if i < ready.numel() else 1.0
-                if not 0.0 < r < 1.0:
+                if r <= 0.0:
                     continue
                 widths[i] = float(int(float(widths[i]) / r + 1e-6))  # whole channels
-                if key in state_dict:
-                    state_dict[key] = state_dict[key] / r
-                ready[i] = 1.0
+                if r < 1.0:
+                    if key in state_dict:
+                        state_dict[key] = state_dict[key] / r
+                    ready[i] = 1.0
             state_dict[ready_key], state_dict[width_key] = ready, widths
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         # the steps are loaded after this (by the ParameterDict child): check the incoming ones
