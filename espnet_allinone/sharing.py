@@ -9,9 +9,11 @@ outputs keyed by that prefix, and of fake-quantized weights keyed by (layer, wid
 The encoder opens it around a step (:meth:`PrefixSharing.step`) and around each forward on the
 step's batch (:meth:`PrefixSharing.forward`); the parts run through :meth:`PrefixSharing.call`:
 a block of an :class:`~espnet_allinone.elastic.ElasticDepth` stack as the stock encoder loops
-over it, a :class:`PrefixSequential` part (the subsampling's convolutions) as the stock encoder
-calls it. Outside a step every call computes. Autograd sees one graph, so gradients are those of
-computing each subnet alone; a shared part draws its dropout masks once.
+over it (:class:`PrefixCall`), a subsampling stage as the stock encoder calls it (a
+:class:`PrefixSequential`, or an elastic layer with ``prefix_part``), wav2vec2's front end. A part
+that does not run (layer drop) is not in the prefix of the parts after it. Outside a step every
+call computes. Autograd sees one graph, so gradients are those of computing each subnet alone; a
+shared part draws its dropout masks once.
 """
 
 import contextlib
