@@ -1,8 +1,9 @@
 """Lazy registration into stock ESPnet processes (imports nothing heavy itself).
 
 ``espnet_allinone.pth`` in site-packages imports this module at interpreter start;
-:func:`install` puts a finder on ``sys.meta_path`` that, right after
-``espnet2.tasks.asr`` or ``espnet2.bin.asr_inference`` is imported, calls the
+:func:`install` puts a finder on ``sys.meta_path`` that, right after one of
+ESPnet's modules in ``_PATCHES`` is imported (espnet2's ASR task and inference; on
+ESPnet 202609+ also ESPnet3's copy of the ASR task and its bundle loader), calls the
 matching function of :mod:`espnet_allinone.register`. If that fails (an ESPnet
 release the plugin does not support, or a bug), stock ESPnet goes on working: the
 plugin says why once on stderr, and asking for one of its names raises that message. For
@@ -19,7 +20,11 @@ from typing import Optional
 _PATCHES = {
     "espnet2.tasks.asr": "register_asr_task",
     "espnet2.bin.asr_inference": "patch_asr_inference",
+    "espnet3.systems.esp2_asr.task": "register_asr_task",  # ESPnet3's copy of the ASR task's choices
+    "espnet3.publication.inference_model": "allow_plugin_targets",  # bundles naming espnet2's Speech2Text
 }
+# Modules whose class choices get the plugin's names (stand-ins that raise when that fails).
+_TASK_MODULES = {"espnet2.tasks.asr", "espnet3.systems.esp2_asr.task"}
 # Modules run with ``python -m`` that must be patched before their main() runs.
 _MAIN_MODULES = {"espnet2.bin.asr_inference"}
 
@@ -30,6 +35,8 @@ _CHOICES = {"encoder_choices": ("allinone_conformer", "allinone_wav2vec2"), "mod
 _LOST = {
     "espnet2.tasks.asr": ", ".join(n for names in _CHOICES.values() for n in names),
     "espnet2.bin.asr_inference": "--subnet, --ctc_greedy, --ctc_lexicon_decoder and --allow_untrained",
+    "espnet3.systems.esp2_asr.task": ", ".join(n for names in _CHOICES.values() for n in names) + " in ESPnet3",
+    "espnet3.publication.inference_model": "ESPnet3 bundles naming espnet2's Speech2Text without trust_user_code",
 }
 _failure: Optional[str] = None  # why registration failed (the first failure), once it has
 _said: set = set()  # the failure messages printed
@@ -86,7 +93,7 @@ def _registration_failed(name: str, module, exc: BaseException) -> None:
         _said.add(message)
         print(f"WARNING: {message}", file=sys.stderr)
     _failure = _failure or message
-    if name != "espnet2.tasks.asr":
+    if name not in _TASK_MODULES:
         return
     for attr, names in _CHOICES.items():  # asking for them raises the message
         try:

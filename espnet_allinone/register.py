@@ -13,7 +13,7 @@ from typing import Optional
 
 def register_asr_task(asr: Optional[ModuleType] = None) -> None:
     """Add ``allinone_conformer`` and ``allinone_wav2vec2`` to encoder_choices and
-    ``allinone`` to model_choices."""
+    ``allinone`` to model_choices of an ASR task module (espnet2's; ESPnet3's copy of it)."""
     if asr is None:
         import espnet2.tasks.asr as asr
     from espnet_allinone.encoders.conformer import AllInOneConformerEncoder
@@ -36,6 +36,19 @@ def patch_asr_inference(inference_module: Optional[ModuleType] = None) -> None:
     from espnet_allinone import inference
 
     inference.install(inference_module or inference._stock)
+
+
+# what espnet2.bin.asr_inference.Speech2Text resolves to once the plugin is installed
+PLUGIN_INFERENCE_TARGET = "espnet_allinone.inference.Speech2Text"
+
+
+def allow_plugin_targets(inference_model: ModuleType) -> None:
+    """Let ESPnet3's untrusted bundle loading (``InferenceModel.from_packed``) build what a bundle's
+    ``espnet2.bin.asr_inference.Speech2Text`` resolves to with the plugin installed: the plugin's
+    subclass of it (:mod:`espnet_allinone.inference`), and nothing else of the plugin."""
+    allowed = tuple(inference_model._ALLOWED_TARGET_PREFIXES)
+    if PLUGIN_INFERENCE_TARGET not in allowed:
+        inference_model._ALLOWED_TARGET_PREFIXES = allowed + (PLUGIN_INFERENCE_TARGET,)
 
 
 def register_all() -> None:
