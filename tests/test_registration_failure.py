@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import ASR_TRAIN_DATA_ARGS, TRAIN_CONFIG, write_tone_corpus
+from tests.conftest import ASR_TRAIN_DATA_ARGS, NOT_ON_THIS_LINE, TRAIN_CONFIG, write_tone_corpus
 
 # Python run before an ESPnet entry point: registration fails as it would on an ESPnet
 # release the plugin does not support
@@ -37,8 +37,14 @@ def _said_once(stderr: str) -> str:
     return lines[0]
 
 
-def test_failure_is_reported_once_and_the_names_raise_it(monkeypatch, capsys):
-    import espnet2.tasks.asr as asr
+@pytest.mark.parametrize("task", ["espnet2.tasks.asr", "espnet3.systems.esp2_asr.task"])
+def test_failure_is_reported_once_and_the_names_raise_it(monkeypatch, capsys, task):
+    """In espnet2's ASR task and in ESPnet3's copy of it (ESPnet 202609+)."""
+    import importlib
+
+    if task.startswith("espnet3"):
+        pytest.importorskip("espnet3", reason=f"{NOT_ON_THIS_LINE}ESPnet3 ships with ESPnet 202609+")
+    asr = importlib.import_module(task)
 
     import espnet_allinone
     from espnet_allinone import _hook, register
@@ -51,19 +57,21 @@ def test_failure_is_reported_once_and_the_names_raise_it(monkeypatch, capsys):
     monkeypatch.setattr(_hook, "_failure", None)
     monkeypatch.setattr(_hook, "_said", set())
     try:
-        _hook._patch("espnet2.tasks.asr", asr)
-        _hook._patch("espnet2.tasks.asr", asr)
+        _hook._patch(task, asr)
+        _hook._patch(task, asr)
         err = capsys.readouterr().err
         line = _said_once(err)
         from importlib.metadata import version
 
         assert f"ESPnet {version('espnet')}" in line and f"espnet_allinone {espnet_allinone.__version__}" in line
         assert "supported: espnet" in line and "forced by the test" in line
+        assert line.endswith(f"{_hook._LOST[task]} are unavailable.")
         with pytest.raises(RuntimeError, match="allinone_conformer: espnet_allinone .* could not register"):
             asr.encoder_choices.get_class("allinone_conformer")(input_size=80)
         with pytest.raises(RuntimeError, match="allinone: espnet_allinone"):
             asr.model_choices.get_class("allinone")()
         assert asr.encoder_choices.get_class("conformer").__name__ == "ConformerEncoder"
+        assert asr.model_choices.get_class("espnet").__name__ == "ESPnetASRModel"
     finally:
         for attr, saved in classes.items():
             getattr(asr, attr).classes.clear()
