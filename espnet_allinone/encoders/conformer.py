@@ -10,7 +10,7 @@ from typeguard import typechecked
 from espnet_allinone.compat import MultiSequential, upgrade_subsampling_keys
 from espnet_allinone.elastic import ElasticDepth, ElasticWeight, SubnetBatchNorm1d
 from espnet_allinone.encoders.abs_allinone import AllInOneEncoderMixin, check_ffn_order
-from espnet_allinone.sharing import PrefixSequential, active_configuration
+from espnet_allinone.sharing import PrefixSequential, PrefixSharing, active_configuration
 from espnet_allinone.signature import extend_signature
 from espnet_allinone.subnet import Subnet, SubnetSpace
 
@@ -19,7 +19,8 @@ class ElasticMultiSequential(ElasticDepth, MultiSequential):
     """ESPnet's MultiSequential whose first ``active_depth`` blocks run (:class:`ElasticDepth`)."""
 
     @classmethod
-    def from_multisequential(cls, seq: MultiSequential, sharing=None) -> "ElasticMultiSequential":
+    def from_multisequential(cls, seq: MultiSequential,
+                             sharing: Optional[PrefixSharing] = None) -> "ElasticMultiSequential":
         new = cls(*seq._modules.values(), layer_drop_rate=seq.layer_drop_rate)
         new.sharing = sharing
         new.train(seq.training)
@@ -101,8 +102,8 @@ class AllInOneConformerEncoder(AllInOneEncoderMixin, ConformerEncoder):
                 block.conv_module.norm = SubnetBatchNorm1d.from_batchnorm(
                     block.conv_module.norm, list(self.subnet_space)
                 )
-        # stock ConformerEncoder.forward runs unchanged; a step's subnets share the subsampling's
-        # convolutions (equal bits) and the blocks' outputs (equal width and bits of the prefix)
+        # stock ConformerEncoder.forward runs unchanged; a step's subnets share the subsampling's stages
+        # (equal bits) and the blocks' outputs (equal width and bits of the prefix): sharing.py
         if isinstance(self.embed, torch.nn.Sequential):  # input_layer: linear, or none
             self.embed = PrefixSequential.from_sequential(self.embed, self.sharing, "embed")
         else:  # Conv2dSubsampling*: its stages conv (Sequential), out (Sequential or Linear), pos_enc
